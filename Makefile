@@ -1,0 +1,43 @@
+# Everything installs into .venv/ inside the repo; the first target that needs it creates it.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STATE  := .state
+export AIRFLOW_HOME := $(CURDIR)/$(STATE)/airflow
+export MPLCONFIGDIR := $(CURDIR)/$(STATE)/matplotlib
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install test lint demo bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, from the local CPU wheel; then hold it with a constraint so nothing pulls CUDA builds.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -c "import torch; print('torch', torch.__version__)" | tee $(VENV)/constraints.txt.log
+	echo "torch==2.13.0" > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install lint
+	mkdir -p $(STATE)
+	$(VENV)/bin/pytest -q
+
+demo: install
+	mkdir -p $(STATE)
+	$(VENV)/bin/fedmap simulate --scenario label-skew --methods fedmap,individual,fedavg,fedprox \
+		--seeds 0 --out $(STATE)/demo
+
+bench: install
+	mkdir -p $(STATE)
+	$(VENV)/bin/dvc repro benchmark_synthetic
+
+clean:
+	rm -rf $(STATE)

@@ -1,0 +1,130 @@
+"""A site's own data: its train/validation split on disk and in tensors.
+
+Every site reads only its own folder, ``<root>/<site>/train.csv`` and ``val.csv``: a header row of
+feature names followed by ``label`` (0 or 1). Standardisation statistics are fit on the site's
+training split only and never leave the site.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+LABEL = "label"
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class SiteSplit:
+    """Raw rows of one site, as the site stores them."""
+
+    name: str
+    x_train: NDArray[np.float64]
+    y_train: NDArray[np.int64]
+    x_val: NDArray[np.float64]
+    y_val: NDArray[np.int64]
+
+    @property
+    def num_train(self) -> int:
+        return int(self.y_train.shape[0])
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """Standardised tensors of one site, ready for local training and scoring."""
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+
+    @property
+    def num_train(self) -> int:
+        return int(self.y_train.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def feature_names(n_features: int) -> list[str]:
+    return [f"x{j:02d}" for j in range(n_features)]
+
+
+def standardise(split: SiteSplit, device: torch.device | str = "cpu") -> SiteData:
+    """z = (x - mean_train) / std_train, with the statistics of the site's training rows only.
+
+    Constant columns get a unit scale so they map to zero instead of NaN.
+    """
+    mean = split.x_train.mean(axis=0)
+    std = split.x_train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+
+    def tensor(x: NDArray[np.float64]) -> Tensor:
+        return torch.as_tensor((x - mean) / std, dtype=torch.float32, device=device)
+
+    def labels(y: NDArray[np.int64]) -> Tensor:
+        return torch.as_tensor(y, dtype=torch.float32, device=device)
+
+    return SiteData(
+        split.name,
+        tensor(split.x_train),
+        labels(split.y_train),
+        tensor(split.x_val),
+        labels(split.y_val),
+    )
+
+
+def _write_csv(path: Path, x: NDArray[np.float64], y: NDArray[np.int64]) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    header = ",".join([*feature_names(x.shape[1]), LABEL])
+    tmp = path.with_suffix(".csv.tmp")
+    table = np.column_stack([x, y])
+    fmt = ["%.10g"] * x.shape[1] + ["%d"]
+    np.savetxt(tmp, table, delimiter=",", header=header, comments="", fmt=fmt)
+    os.replace(tmp, path)
+
+
+def write_site(split: SiteSplit, root: Path) -> Path:
+    """Write ``root/<site>/train.csv`` and ``val.csv``; returns the site folder."""
+    folder = root / split.name
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(folder / "train.csv", split.x_train, split.y_train)
+    _write_csv(folder / "val.csv", split.x_val, split.y_val)
+    return folder
+
+
+def _read_csv(path: Path) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    with path.open() as f:
+        header = f.readline().strip().split(",")
+    if not header or header[-1] != LABEL:
+        raise ValueError(f"{path}: last column must be {LABEL!r}, found {header[-1]!r}")
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if table.shape[1] != len(header):
+        raise ValueError(f"{path}: header has {len(header)} columns, rows have {table.shape[1]}")
+    y = table[:, -1]
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"{path}: column {LABEL!r} must hold only 0 and 1")
+    return table[:, :-1], y.astype(np.int64)
+
+
+def read_site(folder: Path) -> SiteSplit:
+    """Read one site's folder; the folder name is the site name."""
+    x_train, y_train = _read_csv(folder / "train.csv")
+    x_val, y_val = _read_csv(folder / "val.csv")
+    return SiteSplit(folder.name, x_train, y_train, x_val, y_val)
+
+
+def read_federation(root: Path) -> list[SiteSplit]:
+    """Every site folder under root, in name order."""
+    folders = sorted(p for p in root.iterdir() if (p / "train.csv").is_file())
+    if not folders:
+        raise FileNotFoundError(f"{root}: no site folders with a train.csv")
+    return [read_site(p) for p in folders]

@@ -1,0 +1,105 @@
+"""Run methods x seeds on one synthetic scenario and collect per-site validation records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from fedmap.algorithms import build_algorithm
+from fedmap.config import ExperimentConfig
+from fedmap.data import SiteData, read_federation, standardise
+from fedmap.simulator import SimulationResult, resolve_device, simulate
+from fedmap.synthetic import generate
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """One line of results.json: a site's validation scores under one method and seed."""
+
+    scenario: str
+    method: str
+    seed: int
+    site: str
+    accuracy: float
+    balanced_accuracy: float
+    roc_auc: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (scenario, method, seed) simulation and where its data comes from."""
+
+    scenario: str
+    method: str
+    seed: int
+    data_root: Path | None = None
+
+
+def federation_folder(data_root: Path, scenario: str, seed: int) -> Path:
+    """``<data_root>/seed-<seed>/<scenario>``: the ``<root>/<scenario>/<site>/`` layout per seed."""
+    return data_root / f"seed-{seed}" / scenario
+
+
+def load_sites(run: Run, config: ExperimentConfig) -> list[SiteData]:
+    """Read the sites from disk when data_root holds them, otherwise generate them in memory."""
+    device = resolve_device(config.simulation.device)
+    if (
+        run.data_root is not None
+        and federation_folder(run.data_root, run.scenario, run.seed).is_dir()
+    ):
+        splits = read_federation(federation_folder(run.data_root, run.scenario, run.seed))
+    else:
+        splits = generate(run.scenario, run.seed, config.synthetic)
+    return [standardise(s, device) for s in splits]
+
+
+def execute(
+    run: Run, config: ExperimentConfig, on_round: Callable[[int], None] | None = None
+) -> SimulationResult:
+    algorithm = build_algorithm(run.method, config.methods.get(run.method))
+    return simulate(algorithm, load_sites(run, config), config.simulation, run.seed, on_round)
+
+
+def _execute_single_thread(run: Run, config: ExperimentConfig) -> SimulationResult:
+    torch.set_num_threads(1)  # one process per core is faster than threads for these small models
+    return execute(run, config)
+
+
+def records_of(run: Run, result: SimulationResult) -> list[SiteRecord]:
+    return [
+        SiteRecord(
+            run.scenario, run.method, run.seed, site, s.accuracy, s.balanced_accuracy, s.roc_auc
+        )
+        for site, s in result.final.items()
+    ]
+
+
+def run_all(
+    runs: Sequence[Run],
+    config: ExperimentConfig,
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[Run, SimulationResult]]:
+    """Execute runs, in order, in-process (jobs = 1) or in a pool of jobs processes.
+
+    progress receives the number of rounds just finished: 1 per round in-process, a whole run's
+    rounds at a time with a pool.
+    """
+    if jobs <= 1:
+        tick = None if progress is None else (lambda _round: progress(1))
+        return [(r, execute(r, config, tick)) for r in runs]
+    out: list[tuple[Run, SimulationResult]] = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_execute_single_thread, r, config) for r in runs]
+        for run, future in zip(runs, futures, strict=True):
+            out.append((run, future.result()))
+            if progress is not None:
+                progress(config.simulation.rounds)
+    return out

@@ -89,7 +89,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    for seed in args.seeds:
+    for seed in args.seeds if args.seeds is not None else config.benchmark.seeds:
         for scenario in args.scenarios:
             root = federation_folder(args.out, scenario, seed)
             for split in generate(scenario, seed, config.synthetic):
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--scenarios", type=lambda t: _names(t, SCENARIOS, "scenario(s)"), default=list(SCENARIOS)
     )
-    gen.add_argument("--seeds", type=_seeds, default=[0])
+    gen.add_argument(
+        "--seeds", type=_seeds, help="comma-separated seeds (default: the config's benchmark.seeds)"
+    )
     gen.add_argument("--out", type=Path, required=True)
     gen.add_argument("--config", type=Path, help="YAML config (its 'synthetic' section is used)")
     gen.set_defaults(func=cmd_generate)

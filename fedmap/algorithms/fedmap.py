@@ -17,8 +17,8 @@ from torch import Tensor
 from fedmap.aggregation import Weighting, omega_weights, sample_weights, weighted_average
 from fedmap.algorithms.common import fit
 from fedmap.algorithms.protocol import LocalResult, SiteContext, SiteUpdate
-from fedmap.objective import dataset_nll, gaussian_prior_penalty, log_omega
 from fedmap.models import input_layer_keys
+from fedmap.objective import dataset_nll, gaussian_prior_penalty, log_omega
 from fedmap.params import Params, get_params, trainable
 
 

@@ -1,0 +1,260 @@
+"""Benchmark: every method x scenario x seed on the paper's synthetic federation.
+
+Regenerates docs/results/synthetic.md (tables, the paper's targets with pass/fail, timings),
+docs/results/synthetic_<scenario>.png (validation accuracy per round and site) and
+docs/results/synthetic_metrics.json (DVC metrics). Run through ``dvc repro benchmark_synthetic``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fedmap.config import ExperimentConfig, load_config
+from fedmap.experiment import Run, SiteRecord, records_of, run_all
+from fedmap.report import (
+    mean_seconds_per_round,
+    plot_curves,
+    scenario_table,
+    site_average,
+    write_atomic,
+    write_results,
+)
+from fedmap.simulator import SimulationResult
+
+# Site-average validation accuracy from the paper (v1, Tables 1, 3 and 4).
+PAPER = {
+    "feature-skew": {
+        "individual": 83.38,
+        "fedmap": 86.27,
+        "fedbn": 65.38,
+        "fedprox": 63.00,
+        "fedavg": 63.10,
+    },
+    "quantity-skew": {
+        "individual": 75.37,
+        "fedmap": 79.06,
+        "fedbn": 63.80,
+        "fedprox": 61.54,
+        "fedavg": 61.88,
+    },
+    "label-skew": {
+        "individual": 75.20,
+        "fedmap": 80.39,
+        "fedbn": 63.05,
+        "fedprox": 53.71,
+        "fedavg": 52.92,
+    },
+}
+# FedMAP's margin over Individual, in accuracy points, that the issue asks us to match.
+TARGET_MARGIN = {"feature-skew": 2.9, "quantity-skew": 3.7, "label-skew": 5.2}
+MAX_SITE_DEFICIT = 1.0
+TIME_BUDGET_S = 15 * 60
+
+TRIED = """\
+## What was tried
+
+Tuning used single seeds (0 and 1) and the same settings for every method; the benchmark above
+then runs seeds 0-2 once. Figures are site-average validation accuracy after the last round.
+
+- **Generator noise.** Appendix B.1 (nuisance variance 2, our default) makes the task easy:
+  Individual reaches 93-94% after 40-60 rounds, leaving little room above it. The authors' code
+  uses variance 9, which brings Individual to the paper's level (87% feature skew, 80% quantity
+  skew, 88% label skew with lr 1e-2) but did not widen FedMAP's margin (+0.4 to +2.0 points).
+- **sigma^2 on every layer (the authors' 15, and 1, 5, 60).** With warm-started theta_k, sigma^2 = 15
+  matches or trails Individual by up to 1 point; smaller sigma^2 pulls the input layers of unrelated
+  sites together and costs 2-7 points (sigma^2 = 1: 84.6% vs 91.7% on quantity skew, seed 0);
+  sigma^2 = 60 equals Individual. Each site's random affine map makes its input layer site-specific,
+  so a prior centred on the average input layer only hurts.
+- **A weak prior on the input layer** (``input_variance: .inf``, the others sigma^2 = 0.5-3). This is
+  the one setting that helps on all three scenarios (+1 to +2 points): sites keep their own input
+  layer, which absorbs the affine map, and share the rest through the prior. The authors' code keeps
+  the first layer personal for the same reason (it copies it back from the site's previous model);
+  we say it as a per-layer Gaussian prior, so the MAP objective and omega_k stay exact.
+- **Restarting theta_k from gamma each round** (all layers, or all but the input layer as the
+  authors' code does): no better than warm starts (-0.6 to +1.5 points).
+- **Learning rate and rounds.** lr 1e-3 needs 100+ rounds to converge (Individual 91.7% after
+  30 rounds, 94% after 150); lr 1e-2 converges in about 30 rounds at the same accuracy, so the
+  benchmark uses lr 1e-2, one local epoch, 40 rounds.
+"""
+
+
+def pct(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def averages(records: Sequence[SiteRecord]) -> dict[tuple[str, str], float]:
+    """Site-average accuracy (percent) per (scenario, method), averaged over seeds."""
+    per_seed = site_average(records, "accuracy")
+    grouped: dict[tuple[str, str], list[float]] = {}
+    for (scenario, method, _), value in per_seed.items():
+        grouped.setdefault((scenario, method), []).append(100.0 * value)
+    return {k: statistics.fmean(v) for k, v in grouped.items()}
+
+
+def site_means(records: Sequence[SiteRecord], scenario: str, method: str) -> dict[str, float]:
+    """Per-site accuracy (percent), averaged over seeds."""
+    out: dict[str, list[float]] = {}
+    for r in records:
+        if r.scenario == scenario and r.method == method:
+            out.setdefault(r.site, []).append(100.0 * r.accuracy)
+    return {s: statistics.fmean(v) for s, v in sorted(out.items())}
+
+
+def check_targets(
+    records: Sequence[SiteRecord], scenarios: Sequence[str], wall_s: float
+) -> list[dict[str, object]]:
+    avg = averages(records)
+    checks: list[dict[str, object]] = []
+    for sc in scenarios:
+        margin = avg[(sc, "fedmap")] - avg[(sc, "individual")]
+        checks.append(
+            {
+                "target": f"{sc}: FedMAP - Individual >= +{TARGET_MARGIN[sc]} pp",
+                "measured": f"{margin:+.2f} pp",
+                "met": margin >= TARGET_MARGIN[sc],
+            }
+        )
+        fm, ind = site_means(records, sc, "fedmap"), site_means(records, sc, "individual")
+        worst_site = min(fm, key=lambda s: fm[s] - ind[s])
+        worst = fm[worst_site] - ind[worst_site]
+        checks.append(
+            {
+                "target": f"{sc}: no site more than {MAX_SITE_DEFICIT} pp below Individual",
+                "measured": f"worst {worst_site}: {worst:+.2f} pp",
+                "met": worst >= -MAX_SITE_DEFICIT,
+            }
+        )
+        if sc in ("feature-skew", "label-skew"):
+            for m in ("fedavg", "fedprox"):
+                gap = avg[(sc, m)] - avg[(sc, "individual")]
+                checks.append(
+                    {
+                        "target": f"{sc}: {m} below Individual",
+                        "measured": f"{gap:+.2f} pp",
+                        "met": gap < 0,
+                    }
+                )
+    checks.append(
+        {
+            "target": f"whole benchmark under {TIME_BUDGET_S // 60} min on 2 cores",
+            "measured": f"{wall_s / 60:.1f} min",
+            "met": wall_s < TIME_BUDGET_S,
+        }
+    )
+    return checks
+
+
+def render(
+    config: ExperimentConfig,
+    records: Sequence[SiteRecord],
+    results: Sequence[tuple[Run, SimulationResult]],
+    checks: Sequence[dict[str, object]],
+    wall_s: float,
+) -> str:
+    b = config.benchmark
+    avg = averages(records)
+    sim = config.simulation
+    lines = [
+        "# Synthetic benchmark (FedMAP v1, appendix B.1)",
+        "",
+        "Generated by `dvc repro benchmark_synthetic` (`bench/synthetic.py`); do not edit by hand.",
+        f"Scenarios {', '.join(b.scenarios)}; methods {', '.join(b.methods)}; seeds {list(b.seeds)}.",
+        f"Federation: {sim.rounds} rounds, model `{sim.model}`, {sim.training.epochs} local epoch(s), "
+        f"batch {sim.training.batch_size}, Adam lr {sim.training.lr}. Generator: {config.synthetic}. "
+        f"Method options: {json.dumps(config.methods)}.",
+        "Scores are on each site's own validation split (30%), after the last round: personalised "
+        "methods with each site's own model, FedAvg and FedProx with the global model.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else '**no**'} |" for c in checks
+    ]
+    lines += ["", "## Site-average accuracy against the paper", ""]
+    lines += ["| scenario | method | ours (mean of 3 seeds) | paper |", "|---|---|---|---|"]
+    for sc in b.scenarios:
+        for m in b.methods:
+            paper = PAPER.get(sc, {}).get(m)
+            lines.append(f"| {sc} | {m} | {pct(avg[(sc, m)])} | {pct(paper) if paper else '-'} |")
+    per_round = mean_seconds_per_round(results)
+    lines += [
+        "",
+        "## Time",
+        "",
+        f"Whole benchmark: {wall_s:.0f} s wall clock with {b.jobs} processes on this machine.",
+        "",
+    ]
+    lines += ["| method | seconds per round (10 sites, one core) |", "|---|---|"]
+    lines += [f"| {m} | {s:.3f} |" for m, s in per_round.items()]
+    for sc in b.scenarios:
+        lines += [
+            "",
+            f"## {sc}: accuracy per site (%, mean ± std over seeds)",
+            "",
+            scenario_table(records, sc, "accuracy"),
+        ]
+        lines += ["", f"![{sc}](synthetic_{sc}.png)"]
+    lines += ["", TRIED]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--data-root", type=Path, default=Path("data/synthetic"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    b = config.benchmark
+    runs = [Run(sc, m, s, args.data_root) for sc in b.scenarios for m in b.methods for s in b.seeds]
+    start = time.perf_counter()
+    with tqdm(
+        total=len(runs) * config.simulation.rounds, unit="round", desc="benchmark", file=sys.stderr
+    ) as bar:
+
+        def advance(n: int) -> None:
+            bar.update(n)
+
+        results = run_all(runs, config, jobs=b.jobs, progress=advance)
+    wall_s = time.perf_counter() - start
+    records = [rec for run, res in results for rec in records_of(run, res)]
+    for sc in b.scenarios:
+        plot_curves(
+            [(r, res) for r, res in results if r.scenario == sc],
+            args.out / f"synthetic_{sc}.png",
+            f"{sc}: validation accuracy per round (mean ± std over seeds)",
+        )
+    checks = check_targets(records, b.scenarios, wall_s)
+    write_results(records, args.out / "synthetic_results.json")
+    metrics = {
+        "wall_seconds": round(wall_s, 1),
+        "site_average_accuracy": {
+            f"{sc}/{m}": round(v, 2) for (sc, m), v in averages(records).items()
+        },
+        "targets_met": sum(bool(c["met"]) for c in checks),
+        "targets_total": len(checks),
+    }
+    write_atomic(args.out / "synthetic_metrics.json", json.dumps(metrics, indent=1) + "\n")
+    write_atomic(args.out / "synthetic.md", render(config, records, results, checks, wall_s))
+    print(
+        f"benchmark: {metrics['targets_met']}/{metrics['targets_total']} targets met in {wall_s:.0f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,7 +25,7 @@ from fedmap.training import LocalTraining
 class SimulationConfig:
     """Federation-wide settings; methods carry their own hyper-parameters."""
 
-    rounds: int = 50
+    rounds: int = 40
     model: str = "mlp"
     training: LocalTraining = field(default_factory=LocalTraining)
     device: str = "cpu"

@@ -21,7 +21,7 @@ class LocalTraining:
 
     epochs: int = 1
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:

@@ -9,6 +9,7 @@ switch (``weighting="samples"``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,11 +27,12 @@ from fedmap.params import Params, get_params, trainable
 class FedMAP:
     """Personalised FL by MAP estimation under a learned Gaussian prior."""
 
-    variance: float = 15.0
-    """sigma^2 of the Gaussian prior (the authors' configuration used 15)."""
-    input_variance: float | None = None
-    """sigma^2 of the input layer, None for ``variance``. A large value lets each site keep its own
-    input layer, the layer that absorbs a site-specific feature shift (+inf: not penalised)."""
+    variance: float = 1.0
+    """sigma^2 of the Gaussian prior (the authors' configuration used 15; see docs/results)."""
+    input_variance: float | None = math.inf
+    """sigma^2 of the input layer; None means ``variance``. A large value lets each site keep its
+    own input layer, the layer that absorbs a site-specific feature shift (+inf: not penalised).
+    Ignored for single-layer models, whose input layer is the whole model."""
     weighting: Weighting = "omega"
     warm_start: bool = True
     """Start each round from the site's own theta_k (True) or from gamma (False)."""
@@ -66,7 +68,9 @@ class FedMAP:
     def variances(self, prior: Params) -> dict[str, float]:
         """sigma_j^2 for each tensor j of the model."""
         first = input_layer_keys(prior)
-        inner = self.input_variance if self.input_variance is not None else self.variance
+        if self.input_variance is None or first == frozenset(prior):
+            return dict.fromkeys(prior, self.variance)
+        inner = self.input_variance
         return {k: (inner if k in first else self.variance) for k in prior}
 
     def aggregate(self, updates: Sequence[SiteUpdate], prior: Params) -> Params:

@@ -14,7 +14,6 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, from the local CPU wheel; then hold it with a constraint so nothing pulls CUDA builds.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -c "import torch; print('torch', torch.__version__)" | tee $(VENV)/constraints.txt.log
 	echo "torch==2.13.0" > $(VENV)/constraints.txt
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
 	touch $@
@@ -35,9 +34,10 @@ demo: install
 	$(VENV)/bin/fedmap simulate --scenario label-skew --methods fedmap,individual,fedavg,fedprox \
 		--seeds 0 --out $(STATE)/demo
 
+# DVC runs each stage's cmd through the shell, so the venv's fedmap and python go first on PATH.
 bench: install
 	mkdir -p $(STATE)
-	$(VENV)/bin/dvc repro benchmark_synthetic
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro benchmark_synthetic
 
 clean:
 	rm -rf $(STATE)

@@ -80,9 +80,21 @@ then runs seeds 0-2 once. Figures are site-average validation accuracy after the
   we say it as a per-layer Gaussian prior, so the MAP objective and omega_k stay exact.
 - **Restarting theta_k from gamma each round** (all layers, or all but the input layer as the
   authors' code does): no better than warm starts (-0.6 to +1.5 points).
-- **Learning rate and rounds.** lr 1e-3 needs 100+ rounds to converge (Individual 91.7% after
-  30 rounds, 94% after 150); lr 1e-2 converges in about 30 rounds at the same accuracy, so the
-  benchmark uses lr 1e-2, one local epoch, 40 rounds.
+- **Stronger sharing of the other layers** (sigma^2 = 0.2 and 0.05 with a free input layer) costs
+  up to 4.6 points on quantity skew (seed 2: 92.0% at sigma^2 = 1, 90.0% at 0.2, 86.7% at 0.05).
+- **Learning rate, rounds, local epochs, batch size.** lr 1e-3 needs 100+ rounds to converge
+  (Individual 91.7% after 30 rounds, 94% after 150); lr 1e-2 converges in about 30 rounds at the
+  same accuracy. Two local epochs x 20 rounds and batch 32 gave the same margins (+1 to +2.4
+  points). The benchmark uses lr 1e-2, one local epoch, batch 64, 40 rounds.
+- **omega against sample-count weights** (the ablation switch): within 0.3 points of each other
+  here (seed 2: 92.03% vs 91.70% quantity skew, 94.87% vs 94.83% label skew), because every
+  site's per-sample log omega ends up close to the others'.
+
+The paper's margins (+2.9, +3.7, +5.2 points) are therefore not reproduced: FedMAP beats
+Individual on every scenario, by one to two points, and FedAvg and FedProx fall well below
+Individual as in the paper. The paper's absolute figures (Individual 75-83%) are far below what
+Individual reaches on the appendix generator once trained to convergence (90-94%), which suggests
+its models were compared early in training or on the harder generator of the authors' code.
 """
 
 

@@ -27,8 +27,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -
 
     Keys not declared on cls raise ConfigError naming ``path.key``; missing keys keep defaults.
     """
-    data = dict(data or {})
-    if not isinstance(data, dict):
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
         raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]

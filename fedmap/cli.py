@@ -40,11 +40,14 @@ def _methods(text: str) -> list[str]:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"seeds must be integers separated by commas: {text!r}"
         ) from exc
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1,2")
+    return seeds
 
 
 def _config(args: argparse.Namespace) -> ExperimentConfig:

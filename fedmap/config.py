@@ -44,6 +44,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -
         if dataclasses.is_dataclass(hint) and isinstance(hint, type):
             kwargs[name] = from_mapping(hint, value, sub)
         elif typing.get_origin(hint) is tuple:
+            if not isinstance(value, list | tuple):
+                raise ConfigError(f"{sub}: expected a list, got {value!r}")
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value
@@ -73,7 +75,13 @@ class ExperimentConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.methods, Mapping):
+            raise ConfigError(
+                f"methods: expected a mapping of method -> options, got {self.methods!r}"
+            )
         for name, options in self.methods.items():
+            if not isinstance(options, Mapping):
+                raise ConfigError(f"methods.{name}: expected a mapping of options, got {options!r}")
             try:
                 build_algorithm(name, options)
             except ValueError as exc:

@@ -48,15 +48,18 @@ def federation_folder(data_root: Path, scenario: str, seed: int) -> Path:
 
 
 def load_sites(run: Run, config: ExperimentConfig) -> list[SiteData]:
-    """Read the sites from disk when data_root holds them, otherwise generate them in memory."""
+    """Read the sites from data_root when one is given, otherwise generate them in memory."""
     device = resolve_device(config.simulation.device)
-    if (
-        run.data_root is not None
-        and federation_folder(run.data_root, run.scenario, run.seed).is_dir()
-    ):
-        splits = read_federation(federation_folder(run.data_root, run.scenario, run.seed))
-    else:
+    if run.data_root is None:
         splits = generate(run.scenario, run.seed, config.synthetic)
+    else:
+        folder = federation_folder(run.data_root, run.scenario, run.seed)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{folder}: no such federation folder (write it with 'fedmap generate "
+                f"--scenarios {run.scenario} --seeds {run.seed} --out {run.data_root}')"
+            )
+        splits = read_federation(folder)
     return [standardise(s, device) for s in splits]
 
 

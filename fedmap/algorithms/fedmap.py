@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from fedmap.aggregation import Weighting, omega_weights, sample_weights, weighted_average
+from fedmap.aggregation import (
+    WEIGHTINGS,
+    Weighting,
+    omega_weights,
+    sample_weights,
+    weighted_average,
+)
 from fedmap.algorithms.common import fit
 from fedmap.algorithms.protocol import LocalResult, SiteContext, SiteUpdate
 from fedmap.models import input_layer_keys
@@ -40,6 +46,10 @@ class FedMAP:
     model: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(
+                f"FedMAP weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}"
+            )
         for label, value in (("variance", self.variance), ("input_variance", self.input_variance)):
             if value is not None and value <= 0:
                 raise ValueError(f"FedMAP {label} must be positive, got {value}")

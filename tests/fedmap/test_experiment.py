@@ -1,0 +1,54 @@
+"""Runs: where a federation's data comes from and how results become records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedmap.config import ExperimentConfig
+from fedmap.data import write_site
+from fedmap.experiment import Run, federation_folder, load_sites, records_of
+from fedmap.metrics import Scores
+from fedmap.simulator import SimulationResult
+from fedmap.synthetic import generate
+
+
+def test_federation_folder() -> None:
+    assert federation_folder(Path("/d"), "label-skew", 3) == Path("/d/seed-3/label-skew")
+
+
+def test_load_sites_from_disk_matches_in_memory(tmp_path: Path) -> None:
+    config = ExperimentConfig()
+    for split in generate("quantity-skew", 2):
+        write_site(split, federation_folder(tmp_path, "quantity-skew", 2))
+    disk = load_sites(Run("quantity-skew", "fedmap", 2, tmp_path), config)
+    memory = load_sites(Run("quantity-skew", "fedmap", 2), config)
+    assert [s.name for s in disk] == [s.name for s in memory]
+    assert [s.num_train for s in disk] == [1400] * 5 + [350] * 5
+    for a, b in zip(disk, memory, strict=True):
+        torch.testing.assert_close(a.x_train, b.x_train, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(a.x_val, b.x_val, rtol=1e-6, atol=1e-6)
+        assert torch.equal(a.y_val, b.y_val)
+        # standardised with the site's own training statistics
+        np.testing.assert_allclose(a.x_train.mean(0).numpy(), 0.0, atol=1e-4)
+
+
+def test_records_of() -> None:
+    final = {
+        "site-01": Scores(0.9, 0.8, 0.95),
+        "site-02": Scores(0.7, 0.6, float("nan")),
+    }
+    result = SimulationResult("fedmap", 1, "site-02", ("site-01", "site-02"), final, [], 0.1)
+    records = records_of(Run("label-skew", "fedmap", 1), result)
+    assert [r.site for r in records] == ["site-01", "site-02"]
+    assert records[0].as_dict() == {
+        "scenario": "label-skew",
+        "method": "fedmap",
+        "seed": 1,
+        "site": "site-01",
+        "accuracy": 0.9,
+        "balanced_accuracy": 0.8,
+        "roc_auc": 0.95,
+    }

@@ -6,6 +6,9 @@ STATE  := .state
 export AIRFLOW_HOME := $(CURDIR)/$(STATE)/airflow
 export MPLCONFIGDIR := $(CURDIR)/$(STATE)/matplotlib
 export DVC_NO_ANALYTICS := 1
+export PIP_CACHE_DIR := $(CURDIR)/$(STATE)/pip-cache
+export XDG_CACHE_HOME := $(CURDIR)/$(STATE)/cache
+export XDG_CONFIG_HOME := $(CURDIR)/$(STATE)/config
 
 .PHONY: install test lint demo bench clean
 

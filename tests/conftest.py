@@ -3,7 +3,9 @@ cores), a fixed global seed per test, and tiny in-memory sites for training test
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +19,10 @@ if TYPE_CHECKING:
 
 
 torch.set_num_threads(1)
+# Matplotlib caches fonts under ~/.config unless told otherwise; keep the home directory clean.
+os.environ.setdefault(
+    "MPLCONFIGDIR", str(Path(__file__).resolve().parents[1] / ".state" / "matplotlib")
+)
 
 
 @pytest.fixture(autouse=True)

@@ -51,6 +51,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -
             kwargs[name] = value
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path or '<root>'}: {exc}") from exc
 

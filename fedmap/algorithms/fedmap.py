@@ -83,12 +83,14 @@ class FedMAP:
         inner = self.input_variance
         return {k: (inner if k in first else self.variance) for k in prior}
 
-    def aggregate(self, updates: Sequence[SiteUpdate], prior: Params) -> Params:
+    def weights(self, updates: Sequence[SiteUpdate]) -> Tensor:
+        """w_k: softmax(log omega) (eq. 9), or N_k / N for the sample-count ablation."""
         if self.weighting == "omega":
-            weights = omega_weights([u.log_omega for u in updates], [u.site for u in updates])
-        else:
-            weights = sample_weights([u.num_examples for u in updates])
-        return weighted_average([u.params for u in updates], weights)
+            return omega_weights([u.log_omega for u in updates], [u.site for u in updates])
+        return sample_weights([u.num_examples for u in updates])
+
+    def aggregate(self, updates: Sequence[SiteUpdate], prior: Params) -> Params:
+        return weighted_average([u.params for u in updates], self.weights(updates))
 
     def finalise(self, site: SiteContext, prior: Params, personal: Params) -> Params:
         return personal

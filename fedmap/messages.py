@@ -1,0 +1,196 @@
+"""What travels between a site and the server: a safetensors tensor file plus a JSON manifest.
+
+Parameters are always safetensors (plain tensors, never a pickle that would run the sender's code
+on load). The manifest describes the tensor file (sha256, names, shapes, dtypes) and carries the
+scalars of a ``SiteUpdate`` (round, number of examples, log omega, aggregate metrics). It is written
+after the tensor file and is the commit marker: a tensor file without a manifest is an unfinished
+upload and is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from fedmap.params import Params
+
+Kind = Literal["prior", "update"]
+MANIFEST_VERSION = 1
+
+
+class MessageError(ValueError):
+    """A tensor file or manifest that cannot be trusted; the message says why."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The JSON half of a message. ``site`` is empty for a prior."""
+
+    kind: Kind
+    round: int
+    sha256: str
+    tensors: Mapping[str, TensorSpec]
+    site: str = ""
+    num_examples: int = 0
+    log_omega: float = 0.0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Small, non-tensor facts about a prior (model name, seed site); never data."""
+
+    def to_json(self) -> str:
+        body = {
+            "version": MANIFEST_VERSION,
+            "kind": self.kind,
+            "round": self.round,
+            "site": self.site,
+            "num_examples": self.num_examples,
+            "log_omega": self.log_omega,
+            "metrics": dict(self.metrics),
+            "sha256": self.sha256,
+            "tensors": {
+                k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in self.tensors.items()
+            },
+            "extra": dict(self.extra),
+        }
+        return json.dumps(body, indent=1, sort_keys=True, allow_nan=True) + "\n"
+
+    @staticmethod
+    def from_json(text: str | bytes) -> Manifest:
+        try:
+            body = json.loads(text)
+            if body.get("version") != MANIFEST_VERSION:
+                raise MessageError(f"unsupported manifest version {body.get('version')!r}")
+            if body["kind"] not in ("prior", "update"):
+                raise MessageError(f"unknown manifest kind {body['kind']!r}")
+            tensors = {
+                str(k): TensorSpec(tuple(int(d) for d in v["shape"]), str(v["dtype"]))
+                for k, v in body["tensors"].items()
+            }
+            return Manifest(
+                kind=body["kind"],
+                round=int(body["round"]),
+                sha256=str(body["sha256"]),
+                tensors=tensors,
+                site=str(body.get("site", "")),
+                num_examples=int(body.get("num_examples", 0)),
+                log_omega=float(body.get("log_omega", 0.0)),
+                metrics={str(k): float(v) for k, v in body.get("metrics", {}).items()},
+                extra=dict(body.get("extra", {})),
+            )
+        except MessageError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MessageError(f"malformed manifest: {exc}") from exc
+
+
+def sha256_hex(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def specs_of(params: Mapping[str, torch.Tensor]) -> dict[str, TensorSpec]:
+    """Names, shapes and dtypes of params, as a manifest records them."""
+    return {
+        k: TensorSpec(tuple(v.shape), str(v.dtype).removeprefix("torch."))
+        for k, v in params.items()
+    }
+
+
+def encode_params(params: Mapping[str, torch.Tensor]) -> bytes:
+    """safetensors bytes of params, moved to the CPU; identical params give identical bytes."""
+    return st_save({k: v.detach().to("cpu").contiguous() for k, v in sorted(params.items())})
+
+
+def decode_params(blob: bytes) -> Params:
+    """Tensors from safetensors bytes; truncated or garbled bytes raise MessageError."""
+    try:
+        return dict(st_load(blob))
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise MessageError(f"unreadable safetensors file ({len(blob)} bytes): {exc}") from exc
+
+
+def make_manifest(
+    kind: Kind,
+    round_: int,
+    params: Mapping[str, torch.Tensor],
+    blob: bytes,
+    site: str = "",
+    num_examples: int = 0,
+    log_omega: float = 0.0,
+    metrics: Mapping[str, float] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Manifest:
+    return Manifest(
+        kind,
+        round_,
+        sha256_hex(blob),
+        specs_of(params),
+        site,
+        num_examples,
+        log_omega,
+        dict(metrics or {}),
+        dict(extra or {}),
+    )
+
+
+def open_message(
+    manifest: Manifest, blob: bytes, kind: Kind, round_: int, expected: Mapping[str, TensorSpec]
+) -> Params:
+    """Check a message against what the reader expects and return its tensors.
+
+    Rejects, with the reason: another kind or round, a checksum mismatch, an unreadable (e.g.
+    truncated) tensor file, names, shapes or dtypes that differ from the manifest or from
+    ``expected``, and any NaN or inf value; for an update also a non-finite log omega and a
+    non-positive number of examples.
+    """
+    if manifest.kind != kind:
+        raise MessageError(f"manifest is a {manifest.kind}, expected a {kind}")
+    if manifest.round != round_:
+        raise MessageError(f"manifest is for round {manifest.round}, expected round {round_}")
+    actual = sha256_hex(blob)
+    if actual != manifest.sha256:
+        raise MessageError(
+            f"checksum mismatch: manifest {manifest.sha256[:12]}, file {actual[:12]}"
+        )
+    params = decode_params(blob)
+    if specs_of(params) != dict(manifest.tensors):
+        raise MessageError("tensor names, shapes or dtypes differ from the manifest")
+    _check_specs(specs_of(params), expected)
+    for name, value in params.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise MessageError(f"tensor {name!r} holds NaN or inf values")
+    if kind == "update":
+        if not math.isfinite(manifest.log_omega):
+            raise MessageError(f"log omega is not finite ({manifest.log_omega})")
+        if manifest.num_examples <= 0:
+            raise MessageError(f"number of examples must be positive, got {manifest.num_examples}")
+    return params
+
+
+def _check_specs(actual: Mapping[str, TensorSpec], expected: Mapping[str, TensorSpec]) -> None:
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    if missing or extra:
+        raise MessageError(f"tensor names differ: missing {missing}, unexpected {extra}")
+    for name, spec in expected.items():
+        got = actual[name]
+        if got.shape != spec.shape:
+            raise MessageError(
+                f"tensor {name!r} has shape {list(got.shape)}, expected {list(spec.shape)}"
+            )
+        if got.dtype != spec.dtype:
+            raise MessageError(f"tensor {name!r} has dtype {got.dtype}, expected {spec.dtype}")

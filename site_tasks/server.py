@@ -1,0 +1,92 @@
+"""What the coordinating centre runs around the rounds: ``init`` writes the first prior and
+``aggregate`` turns the committed updates of round t into the prior of round t + 1."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+from fedmap.initialisation import initialise
+from fedmap.messages import Manifest, encode_params, make_manifest
+from fedmap.models import build_model
+from fedmap.server import Candidate, RoundSummary, aggregate_round
+from site_tasks.federation import FederationConfig
+from site_tasks.storage import Keys, ObjectStore
+from site_tasks.train import fetch_prior
+
+log = logging.getLogger("site_tasks")
+
+
+def init(config: FederationConfig, store: ObjectStore) -> Manifest:
+    """Algorithm 1, line 1: a randomly chosen site's initial model is the prior of round 1.
+
+    Deterministic in the federation's seed, so running it twice writes the same bytes.
+    """
+    sites = sorted(config.sites)
+    start = initialise(
+        lambda: build_model(config.model.name, config.model.n_features), sites, config.seed
+    )
+    blob = encode_params(start.prior)
+    extra = {
+        "model": config.model.name,
+        "n_features": config.model.n_features,
+        "seed_site": start.seed_site,
+    }
+    manifest = make_manifest("prior", 1, start.prior, blob, extra=extra)
+    tensors_key, manifest_key = Keys.of(config).prior(1)
+    store.put(tensors_key, blob)
+    store.put(manifest_key, manifest.to_json().encode())
+    log.info("round 1 prior seeded by %s -> %s", start.seed_site, manifest_key)
+    return manifest
+
+
+def collect(config: FederationConfig, store: ObjectStore, round_: int) -> list[Candidate]:
+    """Every site's upload for the round, pairing tensor files with manifests by site name."""
+    keys = Keys.of(config)
+    found: dict[str, dict[str, str]] = {}
+    for key in store.list(keys.updates(round_)):
+        name = key.removeprefix(keys.updates(round_))
+        site, _, ext = name.rpartition(".")
+        if ext in ("json", "safetensors") and "/" not in site:
+            found.setdefault(site, {})[ext] = key
+    return [
+        Candidate(
+            site,
+            store.get(parts["json"]) if "json" in parts else None,
+            store.get(parts["safetensors"]) if "safetensors" in parts else None,
+        )
+        for site, parts in sorted(found.items())
+    ]
+
+
+def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> RoundSummary:
+    """Check round_'s updates, write the round summary, then the prior of round_ + 1.
+
+    The summary records every site that contributed with its weight w_k, every rejected site with
+    the reason, and the aggregate metrics the sites reported. Raises NoValidUpdates when none passes.
+    """
+    keys = Keys.of(config)
+    prior_manifest, _ = fetch_prior(config, store, round_)
+    new_prior, summary = aggregate_round(
+        config.method, round_, collect(config, store, round_), prior_manifest.tensors
+    )
+    for site, reason in summary.rejected.items():
+        log.warning("round %d: rejected %s: %s", round_, site, reason)
+    store.put(
+        keys.summary(round_),
+        (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode(),
+    )
+    blob = encode_params(new_prior)
+    manifest = make_manifest("prior", round_ + 1, new_prior, blob, extra=dict(prior_manifest.extra))
+    tensors_key, manifest_key = keys.prior(round_ + 1)
+    store.put(tensors_key, blob)
+    store.put(manifest_key, manifest.to_json().encode())
+    log.info(
+        "round %d: %d site(s) aggregated, %d rejected -> %s",
+        round_,
+        len(summary.contributed),
+        len(summary.rejected),
+        manifest_key,
+    )
+    return summary

@@ -1,0 +1,153 @@
+"""``site-task train``: one round of local MAP optimisation at one site.
+
+What leaves the site: theta_k as safetensors and a manifest with log omega_k, the number of
+training rows and aggregate metrics. The site's rows, its standardisation statistics and its
+validation summary details stay where they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedmap.algorithms import SiteContext
+from fedmap.data import read_site, standardise
+from fedmap.messages import (
+    Manifest,
+    MessageError,
+    decode_params,
+    encode_params,
+    make_manifest,
+    open_message,
+)
+from fedmap.metrics import score
+from fedmap.models import build_model, predict_proba
+from fedmap.params import Params
+from fedmap.simulator import resolve_device
+from site_tasks.contracts import require_valid, validate_site
+from site_tasks.federation import FederationConfig
+from site_tasks.storage import Keys, ObjectStore
+
+log = logging.getLogger("site_tasks")
+TRAINABLE_CONTRACTS = ("synthetic",)
+
+
+class PriorUnavailable(RuntimeError):
+    """The prior of the requested round is not committed, or fails its checks."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    manifest: Manifest
+    device: str
+
+
+def round_seed(config: FederationConfig, site: str, round_: int) -> int:
+    """A shuffling seed fixed by (federation, run, site, round), so a re-run repeats exactly."""
+    digest = hashlib.sha256(
+        f"{config.name}/{config.run}/{site}/{round_}/{config.seed}".encode()
+    ).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def fetch_prior(
+    config: FederationConfig, store: ObjectStore, round_: int
+) -> tuple[Manifest, Params]:
+    """Download and check the prior of round_; its manifest is the commit marker."""
+    tensors_key, manifest_key = Keys.of(config).prior(round_)
+    raw_manifest = store.get(manifest_key)
+    if raw_manifest is None:
+        raise PriorUnavailable(
+            f"the prior of round {round_} is not committed yet ({manifest_key} is missing)"
+        )
+    blob = store.get(tensors_key)
+    if blob is None:
+        raise PriorUnavailable(f"{manifest_key} exists but {tensors_key} does not")
+    try:
+        manifest = Manifest.from_json(raw_manifest)
+        params = open_message(manifest, blob, "prior", round_, manifest.tensors)
+    except MessageError as exc:
+        raise PriorUnavailable(f"the prior of round {round_} fails its checks: {exc}") from exc
+    return manifest, params
+
+
+def state_path(config: FederationConfig, site: str, round_: int) -> Path:
+    """Where the site keeps theta_k after round_ (local disk, never uploaded)."""
+    return config.state_dir / config.name / config.run / site / f"theta-round-{round_}.safetensors"
+
+
+def _write_local(path: Path, blob: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+
+
+def train(
+    config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
+) -> TrainResult:
+    """Validate the site's data, train theta_k under the round's prior, upload the update.
+
+    Idempotent: theta_k starts from the site's own state after round_ - 1 (or the prior in round 1)
+    and shuffles with ``round_seed``, so a re-run writes the same keys with the same bytes.
+    """
+    folder = config.site(site).data
+    if config.contract not in TRAINABLE_CONTRACTS:
+        raise NotImplementedError(
+            f"training on the {config.contract!r} contract is not supported yet"
+        )
+    require_valid(validate_site(site, folder, config.contract))
+    prior_manifest, prior = fetch_prior(config, store, round_)
+    previous = state_path(config, site, round_ - 1)
+    personal = decode_params(previous.read_bytes()) if previous.is_file() else prior
+
+    target = resolve_device(device or config.device)
+    detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
+    log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
+    data = standardise(read_site(folder), target)
+    model_name = str(prior_manifest.extra.get("model", config.model.name))
+    context = SiteContext(
+        data,
+        lambda: build_model(model_name, data.num_features),
+        config.training,
+        torch.Generator().manual_seed(round_seed(config, site, round_)),
+    )
+    on_device = {k: v.to(target) for k, v in prior.items()}
+    result = config.method.local_update(
+        context, on_device, {k: v.to(target) for k, v in personal.items()}, round_
+    )
+    theta = result.update.params
+    prob = predict_proba(context.model_from(theta), data.x_val)
+    val = score(data.y_val.cpu().numpy(), prob.cpu().numpy())
+    metrics = {**result.update.metrics, "val_accuracy": val.accuracy, "val_roc_auc": val.roc_auc}
+
+    blob = encode_params(theta)
+    manifest = make_manifest(
+        "update",
+        round_,
+        theta,
+        blob,
+        site=site,
+        num_examples=result.update.num_examples,
+        log_omega=result.update.log_omega,
+        metrics=metrics,
+    )
+    tensors_key, manifest_key = Keys.of(config).update(round_, site)
+    store.put(tensors_key, blob)
+    store.put(manifest_key, manifest.to_json().encode())  # last: the commit marker
+    _write_local(state_path(config, site, round_), encode_params(result.personal))
+    log.info(
+        "%s: round %d: log omega %.4f, train NLL %.4f, val accuracy %.4f -> %s",
+        site,
+        round_,
+        manifest.log_omega,
+        metrics["train_nll"],
+        val.accuracy,
+        manifest_key,
+    )
+    return TrainResult(manifest, target.type)

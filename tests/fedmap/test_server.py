@@ -1,0 +1,84 @@
+"""The server step: accepted updates are averaged with w = softmax(log omega), every bad one is
+dropped with its reason, and the others are never affected."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fedmap.algorithms import FedMAP
+from fedmap.messages import encode_params, make_manifest, specs_of
+from fedmap.server import Candidate, NoValidUpdates, aggregate_round
+
+
+def theta(value: float) -> dict[str, torch.Tensor]:
+    return {"w": torch.full((2, 2), value), "b": torch.full((2,), -value)}
+
+
+def upload(site: str, value: float, log_omega: float, round_: int = 1, n: int = 10) -> Candidate:
+    p = theta(value)
+    blob = encode_params(p)
+    manifest = make_manifest(
+        "update", round_, p, blob, site=site, num_examples=n, log_omega=log_omega
+    )
+    return Candidate(site, manifest.to_json().encode(), blob)
+
+
+EXPECTED = specs_of(theta(0.0))
+
+
+def test_weights_are_softmax_of_log_omega_and_prior_is_weighted_mean() -> None:
+    cands = [upload("a", 1.0, 0.0), upload("b", 3.0, math.log(3.0))]
+    prior, summary = aggregate_round(FedMAP(), 1, cands, EXPECTED)
+    assert summary.weights == pytest.approx({"a": 0.25, "b": 0.75}, abs=1e-12)
+    assert torch.allclose(prior["w"], torch.full((2, 2), 0.25 * 1.0 + 0.75 * 3.0))
+    assert torch.allclose(prior["b"], torch.full((2,), -2.5))
+    assert summary.contributed == ("a", "b")
+    assert summary.rejected == {}
+    assert summary.log_omega == {"a": 0.0, "b": pytest.approx(math.log(3.0))}
+
+
+def test_sample_weighting_switch() -> None:
+    cands = [upload("a", 1.0, 0.0, n=30), upload("b", 3.0, 5.0, n=10)]
+    prior, summary = aggregate_round(FedMAP(weighting="samples"), 1, cands, EXPECTED)
+    assert summary.weights == pytest.approx({"a": 0.75, "b": 0.25})
+    assert torch.allclose(prior["w"], torch.full((2, 2), 1.5))
+
+
+def test_extreme_log_omegas_do_not_underflow() -> None:
+    cands = [upload("a", 1.0, -1e4), upload("b", 3.0, -1e4 + math.log(3.0))]
+    _, summary = aggregate_round(FedMAP(), 1, cands, EXPECTED)
+    assert summary.weights == pytest.approx({"a": 0.25, "b": 0.75}, abs=1e-9)
+
+
+def test_bad_updates_are_rejected_with_reasons_and_others_kept() -> None:
+    good = upload("a", 1.0, 0.0)
+    truncated = upload("b", 2.0, 0.0)
+    truncated = Candidate("b", truncated.manifest, (truncated.tensors or b"")[:40])
+    other_round = upload("c", 2.0, 0.0, round_=2)
+    no_tensor = Candidate("d", upload("d", 2.0, 0.0).manifest, None)
+    no_manifest = Candidate("e", None, upload("e", 2.0, 0.0).tensors)
+    wrong_site = Candidate("f", upload("g", 2.0, 0.0).manifest, upload("g", 2.0, 0.0).tensors)
+    prior, summary = aggregate_round(
+        FedMAP(), 1, [good, truncated, other_round, no_tensor, no_manifest, wrong_site], EXPECTED
+    )
+    assert summary.contributed == ("a",)
+    assert summary.weights == {"a": 1.0}
+    assert torch.equal(prior["w"], theta(1.0)["w"])
+    assert set(summary.rejected) == {"b", "c", "d", "e", "f"}
+    assert "checksum mismatch" in summary.rejected["b"]
+    assert "round 2, expected round 1" in summary.rejected["c"]
+    assert summary.rejected["d"] == "manifest without its tensor file"
+    assert "without a manifest" in summary.rejected["e"]
+    assert "names site 'g'" in summary.rejected["f"]
+
+
+def test_no_valid_update_raises_with_every_reason() -> None:
+    with pytest.raises(NoValidUpdates, match=r"a: manifest without its tensor file"):
+        aggregate_round(
+            FedMAP(), 1, [Candidate("a", upload("a", 1.0, 0.0).manifest, None)], EXPECTED
+        )
+    with pytest.raises(NoValidUpdates, match="no uploads"):
+        aggregate_round(FedMAP(), 1, [], EXPECTED)

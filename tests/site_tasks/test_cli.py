@@ -1,0 +1,49 @@
+"""``site-task`` end to end through its command line, against the real local S3 server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from site_tasks.cli import main
+from site_tasks.federation import load_federation
+from site_tasks.storage import Keys, S3Store
+
+
+def test_a_round_through_the_cli(
+    make_federation: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_federation(n_sites=2, n_train=160, n_val=60)
+    fed = ["--federation", str(path)]
+    assert main(["init", *fed]) == 0
+    for site in ("site-01", "site-02"):
+        assert main(["validate", *fed, "--site", site]) == 0
+        assert main(["train", *fed, "--site", site, "--round", "1", "--device", "auto"]) == 0
+    assert "training on cpu" in caplog.text
+    assert main(["aggregate", *fed, "--round", "1"]) == 0
+    config = load_federation(path)
+    store = S3Store(config.storage)
+    summary = json.loads(store.get(Keys.of(config).summary(1)) or b"{}")
+    assert summary["contributed"] == ["site-01", "site-02"]
+    assert store.get(Keys.of(config).prior(2)[1]) is not None
+
+
+def test_usage_errors_exit_2(
+    make_federation: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_federation(n_sites=1, n_train=100, n_val=40)
+    fed = ["--federation", str(path)]
+    assert main(["train", *fed, "--site", "site-01", "--round", "1"]) == 2
+    assert "NoSuchBucket" in caplog.text  # the centre has not run init yet
+    S3Store(load_federation(path).storage).ensure_bucket()
+    assert main(["train", *fed, "--site", "site-01", "--round", "1"]) == 2
+    assert "round 1 is not committed" in caplog.text
+    assert main(["validate", *fed, "--site", "site-07"]) == 2
+    assert "site 'site-07' is not in federation" in caplog.text
+    assert main(["validate", "--federation", str(path.with_name("nope.yaml")), "--site", "x"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *fed, "--site", "site-01"])
+    assert exc.value.code == 2

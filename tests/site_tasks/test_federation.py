@@ -1,0 +1,70 @@
+"""The federation file: paths, names, defaults and the errors hospital IT will see."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedmap.config import ConfigError
+from site_tasks.federation import load_federation
+
+BASE = {
+    "name": "fed",
+    "run": "run-1",
+    "contract": "synthetic",
+    "storage": {"bucket": "b", "endpoint_url": "http://127.0.0.1:1"},
+    "sites": {"site-01": {"data": "data/site-01"}},
+}
+
+
+def write(tmp_path: Path, body: dict[str, object]) -> Path:
+    path = tmp_path / "federation.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    config = load_federation(write(tmp_path, BASE))
+    assert config.site("site-01").data == (tmp_path / "data" / "site-01").resolve()
+    assert config.state_dir == (tmp_path / ".state" / "site-state").resolve()
+    assert config.device == "auto"
+    assert config.method.variance == 1.0 and math.isinf(config.method.input_variance or 0)
+    assert config.storage.region == "us-east-1" and config.storage.access_key_id is None
+
+
+def test_fedmap_options_and_training_are_read(tmp_path: Path) -> None:
+    body = {**BASE, "fedmap": {"variance": 15.0, "input_variance": None}, "training": {"lr": 0.001}}
+    config = load_federation(write(tmp_path, body))
+    assert config.method.variance == 15.0 and config.method.input_variance is None
+    assert config.training.lr == 0.001 and config.training.epochs == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"extra": 1}, "unknown key"),
+        ({"storage": {"bucket": "b", "endpont_url": "x"}}, r"storage\.endpont_url"),
+        ({"fedmap": {"varaince": 1}}, "varaince"),
+        ({"training": {"lr": -1}}, "training"),
+        ({"run": "bad name!"}, "run must be"),
+        ({"sites": {"site 01": {"data": "x"}}}, "sites.site 01"),
+        ({"sites": {"site-01": "x"}}, r"sites\.site-01 must be"),
+        ({"sites": {}}, "sites must map"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_federation(write(tmp_path, {**BASE, **change}))
+
+
+def test_missing_required_key_and_unknown_site(tmp_path: Path) -> None:
+    body = dict(BASE)
+    del body["contract"]
+    with pytest.raises(ConfigError, match="missing key 'contract'"):
+        load_federation(write(tmp_path, body))
+    config = load_federation(write(tmp_path, BASE))
+    with pytest.raises(ConfigError, match="site 'site-09' is not in federation 'fed'"):
+        config.site("site-09")

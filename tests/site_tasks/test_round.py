@@ -1,0 +1,185 @@
+"""A whole deployed round against the real local S3 server: init, validate, train at each site,
+aggregate; idempotent re-runs; and every kind of bad update is dropped with its reason while the
+other sites' updates still make the next prior."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from site_tasks.contracts import DataContractError
+
+from fedmap.messages import Manifest, decode_params, encode_params, make_manifest
+from site_tasks import server
+from site_tasks.federation import FederationConfig, load_federation
+from site_tasks.storage import Keys, S3Store
+from site_tasks.train import PriorUnavailable, state_path, train
+from site_tasks.validate import validate
+
+SITES = ("site-01", "site-02", "site-03")
+
+
+def setup(make_federation: Callable[..., Path], **kw: object) -> tuple[FederationConfig, S3Store]:
+    config = load_federation(make_federation(**kw))
+    store = S3Store(config.storage)
+    store.ensure_bucket()
+    return config, store
+
+
+def run_round_1(config: FederationConfig, store: S3Store) -> None:
+    server.init(config, store)
+    for site in SITES:
+        assert validate(config, site, store).success
+        train(config, site, 1, store)
+
+
+def test_round_trip_init_train_aggregate(make_federation: Callable[..., Path]) -> None:
+    config, store = setup(make_federation)
+    keys = Keys.of(config)
+    run_round_1(config, store)
+    summary = server.aggregate(config, store, 1)
+    assert summary.contributed == SITES
+    assert summary.rejected == {}
+    assert sum(summary.weights.values()) == pytest.approx(1.0, abs=1e-12)
+    # w = softmax(log omega), as the sites reported it
+    logw = torch.tensor([summary.log_omega[s] for s in SITES], dtype=torch.float64)
+    assert [summary.weights[s] for s in SITES] == pytest.approx(torch.softmax(logw, 0).tolist())
+    # the prior of round 2 is the weighted mean of the three theta_k
+    thetas = [decode_params(store.get(keys.update(1, s)[0]) or b"") for s in SITES]
+    prior2 = decode_params(store.get(keys.prior(2)[0]) or b"")
+    for name, value in prior2.items():
+        expected = sum(
+            summary.weights[s] * t[name].double() for s, t in zip(SITES, thetas, strict=True)
+        )
+        assert torch.allclose(value.double(), expected, atol=1e-6)
+    recorded = json.loads(store.get(keys.summary(1)) or b"{}")
+    assert recorded["contributed"] == list(SITES) and recorded["rejected"] == {}
+    # round 2 trains from the site's own theta_1, under prior 2
+    manifest2 = train(config, "site-01", 2, store).manifest
+    assert manifest2.round == 2 and manifest2.site == "site-01"
+    assert state_path(config, "site-01", 2).is_file()
+
+
+def test_train_is_idempotent(make_federation: Callable[..., Path]) -> None:
+    config, store = setup(make_federation)
+    server.init(config, store)
+    first = train(config, "site-02", 1, store)
+    keys_before = store.list("")
+    blob_before = store.get(Keys.of(config).update(1, "site-02")[0])
+    second = train(config, "site-02", 1, store)
+    assert store.list("") == keys_before
+    assert store.get(Keys.of(config).update(1, "site-02")[0]) == blob_before
+    assert first.manifest == second.manifest
+    assert first.device == "cpu"
+
+
+def test_train_without_a_committed_prior_writes_nothing(
+    make_federation: Callable[..., Path],
+) -> None:
+    config, store = setup(make_federation)
+    with pytest.raises(PriorUnavailable, match="round 1 is not committed"):
+        train(config, "site-01", 1, store)
+    assert store.list("") == []
+
+
+def test_bad_site_data_excludes_only_that_site(make_federation: Callable[..., Path]) -> None:
+    config, store = setup(make_federation)
+    bad = config.site("site-02").data / "train.csv"
+    lines = bad.read_text().splitlines()
+    lines[5] = ",".join(["nan", *lines[5].split(",")[1:]])
+    bad.write_text("\n".join(lines) + "\n")
+    server.init(config, store)
+    summary = validate(config, "site-02", store)
+    assert not summary.success
+    assert any("site-02" in e and "train.csv" in e and "x00" in e for e in summary.errors)
+    with pytest.raises(DataContractError, match="site-02"):
+        train(config, "site-02", 1, store)
+    assert not any("updates/site-02" in k for k in store.list(""))
+    for site in ("site-01", "site-03"):
+        train(config, site, 1, store)
+    result = server.aggregate(config, store, 1)
+    assert result.contributed == ("site-01", "site-03")
+
+
+def _corrupt(kind: str, config: FederationConfig, store: S3Store) -> str:
+    """Damage site-03's round-1 upload in one way; return the expected reason."""
+    tensors_key, manifest_key = Keys.of(config).update(1, "site-03")
+    blob = store.get(tensors_key) or b""
+    manifest = Manifest.from_json(store.get(manifest_key) or b"")
+    params = decode_params(blob)
+
+    def rewrite(p: dict[str, torch.Tensor], round_: int = 1) -> None:
+        b = encode_params(p)
+        m = make_manifest(
+            "update",
+            round_,
+            p,
+            b,
+            site="site-03",
+            num_examples=manifest.num_examples,
+            log_omega=manifest.log_omega,
+        )
+        store.put(tensors_key, b)
+        store.put(manifest_key, m.to_json().encode())
+
+    if kind == "truncated":
+        store.put(tensors_key, blob[: len(blob) // 3])
+        return "checksum mismatch"
+    if kind == "nan":
+        params["head.bias"] = torch.tensor([math.nan])
+        rewrite(params)
+        return "holds NaN or inf"
+    if kind == "inf":
+        params["body.0.weight"][0, 0] = math.inf
+        rewrite(params)
+        return "holds NaN or inf"
+    if kind == "shape":
+        params["head.weight"] = torch.zeros(1, 8)
+        rewrite(params)
+        return "shape [1, 8], expected [1, 16]"
+    if kind == "checksum":
+        store.put(tensors_key, encode_params({k: v + 1 for k, v in params.items()}))
+        return "checksum mismatch"
+    if kind == "other-round":
+        rewrite(params, round_=2)
+        return "round 2, expected round 1"
+    if kind == "no-tensor-file":
+        store.client.delete_object(Bucket=store.bucket, Key=tensors_key)
+        return "manifest without its tensor file"
+    if kind == "no-manifest":
+        store.client.delete_object(Bucket=store.bucket, Key=manifest_key)
+        return "tensor file without a manifest"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "truncated",
+        "nan",
+        "inf",
+        "shape",
+        "checksum",
+        "other-round",
+        "no-tensor-file",
+        "no-manifest",
+    ],
+)
+def test_bad_update_is_rejected_and_others_aggregate(
+    kind: str, make_federation: Callable[..., Path]
+) -> None:
+    config, store = setup(make_federation, n_train=120, n_val=40)
+    run_round_1(config, store)
+    reason = _corrupt(kind, config, store)
+    summary = server.aggregate(config, store, 1)
+    assert summary.contributed == ("site-01", "site-02")
+    assert reason in summary.rejected["site-03"]
+    assert sum(summary.weights.values()) == pytest.approx(1.0)
+    prior2 = decode_params(store.get(Keys.of(config).prior(2)[0]) or b"")
+    assert all(bool(torch.isfinite(v).all()) for v in prior2.values())
+    recorded = json.loads(store.get(Keys.of(config).summary(1)) or b"{}")
+    assert reason in recorded["rejected"]["site-03"]

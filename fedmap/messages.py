@@ -118,9 +118,11 @@ def encode_params(params: Mapping[str, torch.Tensor]) -> bytes:
 def decode_params(blob: bytes) -> Params:
     """Tensors from safetensors bytes; truncated or garbled bytes raise MessageError."""
     try:
-        return dict(st_load(blob))
+        loaded = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise MessageError(f"unreadable safetensors file ({len(blob)} bytes): {exc}") from exc
+    # the loader's dict order varies from call to call: fix it, and copy into memory we own
+    return {k: loaded[k].clone() for k in sorted(loaded)}
 
 
 def make_manifest(

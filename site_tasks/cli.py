@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from site_tasks import server
     from site_tasks.contracts import DataContractError
     from site_tasks.federation import load_federation
-    from site_tasks.storage import S3Store
+    from site_tasks.storage import S3Store, StorageError
     from site_tasks.train import PriorUnavailable, train
     from site_tasks.validate import validate
 
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         NoValidUpdates,
         MessageError,
         NotImplementedError,
+        StorageError,
     ) as exc:
         log.error("%s", exc)
         return 2
@@ -91,9 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("site_tasks").setLevel(logging.INFO)
     return run(args)
 
 

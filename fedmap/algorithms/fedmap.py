@@ -10,7 +10,7 @@ switch (``weighting="samples"``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -59,7 +59,7 @@ class FedMAP:
     ) -> LocalResult:
         start = personal if self.warm_start else prior
 
-        variances = self.variances(prior)
+        variances = self.variances(site.build_model().state_dict())
 
         def penalty(theta: dict[str, Tensor]) -> Tensor:
             return gaussian_prior_penalty(theta, prior, variances)
@@ -75,13 +75,17 @@ class FedMAP:
         )
         return LocalResult(update, theta)
 
-    def variances(self, prior: Params) -> dict[str, float]:
-        """sigma_j^2 for each tensor j of the model."""
-        first = input_layer_keys(prior)
-        if self.input_variance is None or first == frozenset(prior):
-            return dict.fromkeys(prior, self.variance)
+    def variances(self, state: Mapping[str, Tensor]) -> dict[str, float]:
+        """sigma_j^2 for each tensor j of the model.
+
+        state must be in the model's own state-dict order (its first entry is the input layer);
+        a dict decoded from a file may come in any order.
+        """
+        first = input_layer_keys(state)
+        if self.input_variance is None or first == frozenset(state):
+            return dict.fromkeys(state, self.variance)
         inner = self.input_variance
-        return {k: (inner if k in first else self.variance) for k in prior}
+        return {k: (inner if k in first else self.variance) for k in state}
 
     def weights(self, updates: Sequence[SiteUpdate]) -> Tensor:
         """w_k: softmax(log omega) (eq. 9), or N_k / N for the sample-count ablation."""

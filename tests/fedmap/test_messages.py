@@ -129,3 +129,12 @@ def test_manifest_that_disagrees_with_its_file_is_rejected() -> None:
 def test_malformed_manifests_raise_message_error(text: str) -> None:
     with pytest.raises(MessageError):
         Manifest.from_json(text)
+
+
+def test_decode_returns_names_in_sorted_order_and_owned_memory() -> None:
+    blob = encode_params(params())
+    for _ in range(5):
+        out = decode_params(blob)
+        assert list(out) == sorted(out)
+    out["body.0.bias"][0] = 7.0  # writable: the tensors do not alias the bytes object
+    assert decode_params(blob)["body.0.bias"][0] == 0.5

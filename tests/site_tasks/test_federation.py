@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from fedmap.config import ConfigError
 from site_tasks.federation import load_federation
 
-BASE = {
+BASE: dict[str, object] = {
     "name": "fed",
     "run": "run-1",
     "contract": "synthetic",
@@ -20,7 +21,7 @@ BASE = {
 }
 
 
-def write(tmp_path: Path, body: dict[str, object]) -> Path:
+def write(tmp_path: Path, body: Mapping[str, object]) -> Path:
     path = tmp_path / "federation.yaml"
     path.write_text(yaml.safe_dump(body))
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from site_tasks import server
 from site_tasks.federation import load_federation
@@ -17,7 +18,7 @@ SENTINEL = "987654.321"  # a feature value no model parameter or metric will pri
 
 
 def test_nothing_but_parameters_omega_and_counts_leave_the_site(
-    make_federation: Callable[..., Path], s3_server: object
+    make_federation: Callable[..., Path], s3_server: Any
 ) -> None:
     path = make_federation(n_sites=2, n_train=200, n_val=60)
     config = load_federation(path)

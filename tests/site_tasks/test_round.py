@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from site_tasks.contracts import DataContractError
 
 from fedmap.messages import Manifest, decode_params, encode_params, make_manifest
 from site_tasks import server
+from site_tasks.contracts import DataContractError
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.storage import Keys, S3Store
 from site_tasks.train import PriorUnavailable, state_path, train
@@ -52,9 +52,9 @@ def test_round_trip_init_train_aggregate(make_federation: Callable[..., Path]) -
     thetas = [decode_params(store.get(keys.update(1, s)[0]) or b"") for s in SITES]
     prior2 = decode_params(store.get(keys.prior(2)[0]) or b"")
     for name, value in prior2.items():
-        expected = sum(
-            summary.weights[s] * t[name].double() for s, t in zip(SITES, thetas, strict=True)
-        )
+        expected = torch.stack(
+            [summary.weights[s] * t[name].double() for s, t in zip(SITES, thetas, strict=True)]
+        ).sum(0)
         assert torch.allclose(value.double(), expected, atol=1e-6)
     recorded = json.loads(store.get(keys.summary(1)) or b"{}")
     assert recorded["contributed"] == list(SITES) and recorded["rejected"] == {}

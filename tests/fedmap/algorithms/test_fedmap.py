@@ -150,3 +150,19 @@ def test_warm_start_controls_starting_point(
     c, d = run(warm, prior), run(warm, other)
     assert all(torch.equal(a[k], c[k]) for k in prior)  # same start when personal == prior
     assert any(not torch.allclose(c[k], d[k], atol=1e-2) for k in prior)
+
+
+def test_local_update_does_not_depend_on_the_key_order_of_the_prior(
+    make_site: Callable[..., SiteData], make_context: Callable[..., SiteContext]
+) -> None:
+    """A prior decoded from a file may list its tensors in any order; the input layer (and so
+    which tensor escapes the penalty) must still be the model's first layer."""
+    data = make_site(n=64)
+    prior = get_params(make_context(data).build_model())
+    shuffled = dict(reversed(list(prior.items())))
+    algo = FedMAP(variance=0.5, input_variance=math.inf)
+    a = algo.local_update(make_context(data, seed=3), prior, prior, 1)
+    b = algo.local_update(make_context(data, seed=3), shuffled, shuffled, 1)
+    assert a.update.log_omega == b.update.log_omega
+    for k in prior:
+        assert torch.equal(a.personal[k], b.personal[k])

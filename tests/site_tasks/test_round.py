@@ -86,23 +86,76 @@ def test_train_without_a_committed_prior_writes_nothing(
     assert store.list("") == []
 
 
-def test_bad_site_data_excludes_only_that_site(make_federation: Callable[..., Path]) -> None:
-    config, store = setup(make_federation)
-    bad = config.site("site-02").data / "train.csv"
-    lines = bad.read_text().splitlines()
-    lines[5] = ",".join(["nan", *lines[5].split(",")[1:]])
-    bad.write_text("\n".join(lines) + "\n")
+def _break_data(kind: str, folder: Path) -> tuple[str, str]:
+    """Damage site-02's files in one way; return (file, text the error must contain)."""
+    train_csv = folder / "train.csv"
+    rows = [line.split(",") for line in train_csv.read_text().splitlines()]
+
+    def save(table: list[list[str]]) -> None:
+        train_csv.write_text("\n".join(",".join(r) for r in table) + "\n")
+
+    if kind == "missing-file":
+        (folder / "val.csv").unlink()
+        return "val.csv", "file_exists"
+    if kind == "empty-file":
+        train_csv.write_text("")
+        return "train.csv", "file_not_empty"
+    if kind == "missing-column":
+        save([r[:3] + r[4:] for r in rows])
+        return "train.csv", "x03"
+    if kind == "unexpected-column":
+        save([[*r[:-1], "extra" if i == 0 else "1", r[-1]] for i, r in enumerate(rows)])
+        return "train.csv", "extra"
+    if kind == "wrong-dtype":
+        rows[4][2] = "abc"
+        save(rows)
+        return "train.csv", "x02"
+    if kind == "nan":
+        rows[5][0] = "nan"
+        save(rows)
+        return "train.csv", "x00"
+    if kind == "out-of-range":
+        rows[6][9] = "1e12"
+        save(rows)
+        return "train.csv", "x09"
+    if kind == "single-class":
+        save([rows[0], *[[*r[:-1], "0"] for r in rows[1:]]])
+        return "train.csv", "label"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "missing-file",
+        "empty-file",
+        "missing-column",
+        "unexpected-column",
+        "wrong-dtype",
+        "nan",
+        "out-of-range",
+        "single-class",
+    ],
+)
+def test_bad_site_data_excludes_only_that_site(
+    kind: str, make_federation: Callable[..., Path]
+) -> None:
+    config, store = setup(make_federation, n_sites=2, n_train=100, n_val=40)
+    file, needle = _break_data(kind, config.site("site-02").data)
     server.init(config, store)
     summary = validate(config, "site-02", store)
     assert not summary.success
-    assert any("site-02" in e and "train.csv" in e and "x00" in e for e in summary.errors)
-    with pytest.raises(DataContractError, match="site-02"):
+    assert any(e.startswith(f"site-02: {file}") and needle in e for e in summary.errors), (
+        summary.errors
+    )
+    with pytest.raises(DataContractError, match=f"site-02: {file}"):
         train(config, "site-02", 1, store)
     assert not any("updates/site-02" in k for k in store.list(""))
-    for site in ("site-01", "site-03"):
-        train(config, site, 1, store)
+    assert not state_path(config, "site-02", 1).exists()
+    train(config, "site-01", 1, store)
     result = server.aggregate(config, store, 1)
-    assert result.contributed == ("site-01", "site-03")
+    assert result.contributed == ("site-01",)
+    assert result.weights == {"site-01": 1.0}
 
 
 def _corrupt(kind: str, config: FederationConfig, store: S3Store) -> str:

@@ -87,12 +87,21 @@ class S3Store:
         )
 
     def ensure_bucket(self) -> None:
-        from botocore.exceptions import ClientError
+        """Create the bucket unless it exists (the coordinating centre's first step)."""
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise self._fail("open bucket", "", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("open bucket", "", exc) from exc
+        try:
             self.client.create_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("create bucket", "", exc) from exc
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
         from botocore.exceptions import ClientError

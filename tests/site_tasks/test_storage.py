@@ -101,3 +101,16 @@ def test_missing_bucket_and_unreachable_endpoint_are_storage_errors(s3_server: A
     )
     with pytest.raises(StorageError, match="cannot list"):
         down.list("p/")
+
+
+def test_ensure_bucket_with_bad_credentials_is_a_storage_error(s3_server: Any) -> None:
+    bad = S3Store(
+        StorageConfig(
+            bucket="any",
+            endpoint_url=s3_server.url,
+            access_key_id="someone-else",
+            secret_access_key="wrong",
+        )
+    )
+    with pytest.raises(StorageError, match="cannot open bucket s3://any/"):
+        bad.ensure_bucket()

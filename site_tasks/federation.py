@@ -8,19 +8,14 @@ Credentials may be given here or, better, through the usual AWS variables
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from fedmap.algorithms import FedMAP, build_algorithm
 from fedmap.config import ConfigError, from_mapping
 from fedmap.training import LocalTraining
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+from site_tasks.plan import PlanError, check_name, read_plan, read_yaml
 
 
 @dataclass(frozen=True)
@@ -43,6 +38,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class SiteConfig:
     data: Path
+    tier: int = 1
+    queue: str = "default"
 
 
 @dataclass(frozen=True)
@@ -59,6 +56,9 @@ class FederationConfig:
     seed: int = 0
     state_dir: Path = Path(".state/site-state")
     """Where a site keeps its own theta_k between rounds. It never leaves the site."""
+    rounds: int = 1
+    min_sites: int = 1
+    """The quorum: a round needs at least this many accepted updates."""
 
     def site(self, name: str) -> SiteConfig:
         if name not in self.sites:
@@ -68,50 +68,16 @@ class FederationConfig:
         return self.sites[name]
 
 
-def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
-        raise ConfigError(f"{what} must be 1-63 letters, digits, '.', '_' or '-', got {value!r}")
-    return value
-
-
 def load_federation(path: Path) -> FederationConfig:
     """Read and check a federation file; every problem is a ConfigError naming the key."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read federation file: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    known = {
-        "name",
-        "run",
-        "contract",
-        "storage",
-        "sites",
-        "model",
-        "training",
-        "fedmap",
-        "device",
-        "seed",
-        "state_dir",
-    }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-        )
-    for key in ("name", "run", "contract", "storage", "sites"):
-        if key not in data:
-            raise ConfigError(f"{path}: missing key {key!r}")
+        plan = read_plan(path)
+        data = read_yaml(path)
+        name, run = check_name(data["name"], "name"), check_name(data["run"], "run")
+    except PlanError as exc:
+        raise ConfigError(str(exc)) from exc
     base = path.parent
-    raw_sites = data["sites"]
-    if not isinstance(raw_sites, dict) or not raw_sites:
-        raise ConfigError(f"{path}: sites must map each site name to {{data: FOLDER}}")
-    sites = {}
-    for site, spec in raw_sites.items():
-        if not isinstance(spec, dict) or set(spec) != {"data"}:
-            raise ConfigError(f"{path}: sites.{site} must be {{data: FOLDER}}, got {spec!r}")
-        sites[_name(site, f"sites.{site}")] = SiteConfig((base / str(spec["data"])).resolve())
+    sites = {s.name: SiteConfig((base / s.data).resolve(), s.tier, s.queue) for s in plan.sites}
     try:
         method = build_algorithm("fedmap", data.get("fedmap"))
     except ValueError as exc:
@@ -120,8 +86,8 @@ def load_federation(path: Path) -> FederationConfig:
     state_dir = Path(str(data.get("state_dir", ".state/site-state")))
     try:
         return FederationConfig(
-            name=_name(data["name"], "name"),
-            run=_name(data["run"], "run"),
+            name=name,
+            run=run,
             contract=str(data["contract"]),
             storage=from_mapping(StorageConfig, data["storage"], "storage"),
             sites=sites,
@@ -131,6 +97,8 @@ def load_federation(path: Path) -> FederationConfig:
             device=str(data.get("device", "auto")),
             seed=int(data.get("seed", 0)),
             state_dir=state_dir if state_dir.is_absolute() else (base / state_dir).resolve(),
+            rounds=plan.rounds,
+            min_sites=plan.min_sites,
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

@@ -60,11 +60,22 @@ def collect(config: FederationConfig, store: ObjectStore, round_: int) -> list[C
     ]
 
 
-def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> RoundSummary:
+class QuorumNotMet(RuntimeError):
+    """Fewer accepted updates than the federation's min_sites; names the missing sites."""
+
+
+def aggregate(
+    config: FederationConfig,
+    store: ObjectStore,
+    round_: int,
+    expected: tuple[str, ...] = (),
+) -> RoundSummary:
     """Check round_'s updates, write the round summary, then the prior of round_ + 1.
 
     The summary records every site that contributed with its weight w_k, every rejected site with
-    the reason, and the aggregate metrics the sites reported. Raises NoValidUpdates when none passes.
+    the reason, and the aggregate metrics the sites reported. Raises NoValidUpdates when none passes
+    and QuorumNotMet (after writing the summary, before any prior) when fewer than min_sites pass;
+    ``expected`` names the sites that were meant to contribute, for that message.
     """
     keys = Keys.of(config)
     prior_manifest, _ = fetch_prior(config, store, round_)
@@ -77,6 +88,12 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
         keys.summary(round_),
         (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode(),
     )
+    if len(summary.contributed) < config.min_sites:
+        missing = sorted(set(expected or config.sites) - set(summary.contributed))
+        raise QuorumNotMet(
+            f"round {round_}: {len(summary.contributed)} accepted update(s), quorum is "
+            f"{config.min_sites}; missing: {', '.join(missing) or 'none'}"
+        )
     blob = encode_params(new_prior)
     manifest = make_manifest("prior", round_ + 1, new_prior, blob, extra=dict(prior_manifest.extra))
     tensors_key, manifest_key = keys.prior(round_ + 1)

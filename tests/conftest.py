@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 
 
 torch.set_num_threads(1)
+# Airflow reads its home at first import; keep it (and its SQLite DB) inside the repo's .state/.
+_STATE = Path(__file__).resolve().parents[1] / ".state"
+os.environ.setdefault("AIRFLOW_HOME", str(_STATE / "pytest-airflow"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_STATE.parent / "dags"))
 # Matplotlib caches fonts under ~/.config unless told otherwise; keep the home directory clean.
 os.environ.setdefault(
     "MPLCONFIGDIR", str(Path(__file__).resolve().parents[1] / ".state" / "matplotlib")

@@ -1,0 +1,64 @@
+"""The steps of one federation run as the orchestrator calls them: each takes the federation
+file and the run's name, does one idempotent piece of work, and returns small metadata.
+
+``dags/fedmap_federation.py`` wraps each in an Airflow task; nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from site_tasks import server
+from site_tasks.federation import FederationConfig, load_federation
+from site_tasks.storage import Keys, S3Store
+from site_tasks.train import train
+from site_tasks.validate import validate
+
+
+class SiteExcluded(RuntimeError):
+    """A site whose data breaks the contract sits this run out; the message says why."""
+
+
+def run_name(run_id: str) -> str:
+    """An orchestrator's run id made into a storage-safe name (letters, digits, '.', '_', '-')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")
+    return cleaned[:63] or "run"
+
+
+def configure(path: Path, run: str) -> tuple[FederationConfig, S3Store]:
+    config = replace(load_federation(path), run=run_name(run))
+    return config, S3Store(config.storage)
+
+
+def validate_site(path: Path, run: str, site: str) -> int:
+    """Validate one site; raise SiteExcluded with every broken rule when it fails."""
+    config, store = configure(path, run)
+    summary = validate(config, site, store)
+    if not summary.success:
+        raise SiteExcluded("; ".join(summary.errors))
+    return sum(summary.rows.values())
+
+
+def start(path: Path, run: str) -> str:
+    """Create the bucket if needed and write the prior of round 1 (Algorithm 1)."""
+    config, store = configure(path, run)
+    store.ensure_bucket()
+    return server.init(config, store).sha256
+
+
+def train_site(path: Path, run: str, site: str, round_: int, device: str | None = None) -> str:
+    config, store = configure(path, run)
+    return train(config, site, round_, store, device).manifest.sha256
+
+
+def aggregate(path: Path, run: str, round_: int, expected: tuple[str, ...]) -> dict[str, float]:
+    """Aggregate the round under the quorum; return each contributing site's weight w_k."""
+    config, store = configure(path, run)
+    return dict(server.aggregate(config, store, round_, expected).weights)
+
+
+def prior_key(path: Path, run: str, round_: int) -> str:
+    config, _ = configure(path, run)
+    return Keys.of(config).prior(round_)[1]

@@ -1,0 +1,169 @@
+"""The federation DAG: it parses fast, has the documented shape, and a whole run against the
+real local S3 server trains, aggregates, excludes a bad site and enforces the quorum."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "fedmap_federation.py"
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> Iterator[None]:
+    """A migrated SQLite metadata DB under $AIRFLOW_HOME (set by tests/conftest.py)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ)
+    yield
+
+
+def load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import the DAG file afresh with federations read from folder."""
+    monkeypatch.setenv("FEDMAP_FEDERATIONS_DIR", str(folder))
+    monkeypatch.setenv("FEDMAP_RETRY_DELAY_S", "0.1")
+    monkeypatch.setenv("FEDMAP_TRAIN_RETRIES", "1")
+    spec = importlib.util.spec_from_file_location(f"fedmap_dags_{uuid.uuid4().hex}", DAG_FILE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def federation_folder(make_federation: Callable[..., Path], **overrides: Any) -> Path:
+    path = make_federation(**overrides)
+    body = yaml.safe_load(path.read_text())
+    folder = path.parent / "federations"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{body['name']}.yaml").write_text(
+        path.read_text().replace("hospital-data/", "../hospital-data/")
+    )
+    if body.get("state_dir") == "site-state":
+        text = (
+            (folder / f"{body['name']}.yaml")
+            .read_text()
+            .replace("state_dir: site-state", "state_dir: ../site-state")
+        )
+        (folder / f"{body['name']}.yaml").write_text(text)
+    return folder
+
+
+DAG_ID = "fedmap_synthetic-label-skew"
+
+
+def test_dag_file_parses_in_under_a_second_without_torch(
+    make_federation: Callable[..., Path],
+) -> None:
+    folder = federation_folder(make_federation, n_sites=3, rounds=2, min_sites=2)
+    probe = (
+        "import sys, time, runpy; import airflow.sdk, pendulum, yaml; "
+        f"t = time.perf_counter(); ns = runpy.run_path({str(DAG_FILE)!r}); "
+        "print(time.perf_counter() - t, 'torch' in sys.modules, sorted(k for k in ns if k.startswith('fedmap_')))"
+    )
+    env = {**os.environ, "FEDMAP_FEDERATIONS_DIR": str(folder)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    seconds, torch_loaded, dags = out.stdout.strip().split(" ", 2)
+    assert float(seconds) < 1.0
+    assert torch_loaded == "False"
+    assert dags == f"[{DAG_ID!r}]"
+
+
+def test_dag_has_the_documented_shape(
+    make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = federation_folder(make_federation, n_sites=3, rounds=2, min_sites=2)
+    dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
+    assert dag.dag_id == DAG_ID
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert "fedmap" in dag.tags and dag.doc_md
+    ids = set(dag.task_ids)
+    assert {
+        "start",
+        "validate.site-01",
+        "round_1.train_site-01",
+        "round_1.aggregate",
+        "round_2.aggregate",
+    } <= ids
+    train = dag.get_task("round_2.train_site-03")
+    assert train.retries == 1 and train.retry_exponential_backoff
+    assert train.execution_timeout is not None
+    assert dag.get_task("round_1.aggregate").trigger_rule == "all_done"
+    assert {t.task_id for t in dag.get_task("round_1.aggregate").upstream_list} == {
+        "round_1.train_site-01",
+        "round_1.train_site-02",
+        "round_1.train_site-03",
+    }
+    assert "round_1.aggregate" in {t.task_id for t in train.upstream_list}
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_a_run_excludes_a_bad_site_and_aggregates_the_others(
+    airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = federation_folder(
+        make_federation, n_sites=3, n_train=120, n_val=40, rounds=2, min_sites=2
+    )
+    bad = folder.parent / "hospital-data" / "site-03" / "train.csv"
+    lines = bad.read_text().splitlines()
+    lines[4] = ",".join(["nan", *lines[4].split(",")[1:]])
+    bad.write_text("\n".join(lines) + "\n")
+    dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
+    run = dag.test()
+    states = _states(run)
+    assert str(run.state) == "success", states
+    assert states["validate.site-03"] == "skipped"
+    assert states["round_1.train_site-03"] == "skipped"
+    assert states["round_2.aggregate"] == "success"
+    from site_tasks.federation import load_federation
+    from site_tasks.rounds import run_name
+    from site_tasks.storage import Keys, S3Store
+
+    config = load_federation(folder / "synthetic-label-skew.yaml")
+    store = S3Store(config.storage)
+    keys = Keys(config.name, run_name(run.run_id))
+    summary = json.loads(store.get(keys.summary(2)) or b"{}")
+    assert summary["contributed"] == ["site-01", "site-02"]
+    assert store.get(keys.prior(3)[1]) is not None
+
+
+def test_below_quorum_the_round_fails_naming_the_missing_sites(
+    airflow_db: None,
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    folder = federation_folder(
+        make_federation, n_sites=2, n_train=120, n_val=40, rounds=1, min_sites=2
+    )
+    bad = folder.parent / "hospital-data" / "site-02" / "val.csv"
+    bad.unlink()
+    dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
+    run = dag.test()
+    states = _states(run)
+    assert str(run.state) == "failed", states
+    assert states["round_1.aggregate"] == "failed"
+    assert "quorum is 2; missing: site-02" in capfd.readouterr().out
+    from site_tasks.federation import load_federation
+    from site_tasks.rounds import run_name
+    from site_tasks.storage import Keys, S3Store
+
+    config = load_federation(folder / "synthetic-label-skew.yaml")
+    store = S3Store(config.storage)
+    keys = Keys(config.name, run_name(run.run_id))
+    assert json.loads(store.get(keys.summary(1)) or b"{}")["contributed"] == ["site-01"]
+    assert store.get(keys.prior(2)[1]) is None  # no prior is written below the quorum

@@ -107,7 +107,7 @@ def build(plan: FederationPlan) -> Any:
                 def aggregate(round_: int) -> dict[str, float]:
                     from site_tasks import rounds
 
-                    return rounds.aggregate(Path(path), _run_id(), round_, contributors)
+                    return rounds.aggregate(Path(path), _run_id(), round_)
 
                 done = aggregate(t)
                 trains >> done

@@ -7,6 +7,7 @@ training split only and never leave the site.
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +103,26 @@ def write_site(split: SiteSplit, root: Path) -> Path:
 
 
 def _read_csv(path: Path) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    with path.open() as f:
-        header = f.readline().strip().split(",")
-    if not header or header[-1] != LABEL:
+    """Parse with the csv module (quoted cells are unquoted, as pandas does when validating).
+
+    Errors name the file, row and column but never quote a cell: a cell is patient data.
+    """
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or not rows[0]:
+        raise ValueError(f"{path}: empty file")
+    header = [h.strip() for h in rows[0]]
+    if header[-1] != LABEL:
         raise ValueError(f"{path}: last column must be {LABEL!r}, found {header[-1]!r}")
-    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    if table.shape[1] != len(header):
-        raise ValueError(f"{path}: header has {len(header)} columns, rows have {table.shape[1]}")
+    table = np.empty((len(rows) - 1, len(header)))
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}: row {i} has {len(row)} cells, the header {len(header)}")
+        for j, cell in enumerate(row):
+            try:
+                table[i - 2, j] = float(cell)
+            except ValueError:
+                raise ValueError(f"{path}: row {i}, column {header[j]!r}: not a number") from None
     y = table[:, -1]
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(f"{path}: column {LABEL!r} must hold only 0 and 1")

@@ -71,31 +71,79 @@ class Manifest:
 
     @staticmethod
     def from_json(text: str | bytes) -> Manifest:
+        """Parse strictly: every field of the right type, numbers finite, at most 1 MB.
+
+        Anything else, however malformed, is a MessageError and never an uncaught exception.
+        """
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise MessageError(f"manifest is {len(text)} bytes, more than {MAX_MANIFEST_BYTES}")
         try:
             body = json.loads(text)
+            if not isinstance(body, dict):
+                raise MessageError("manifest is not a JSON object")
             if body.get("version") != MANIFEST_VERSION:
                 raise MessageError(f"unsupported manifest version {body.get('version')!r}")
-            if body["kind"] not in ("prior", "update"):
-                raise MessageError(f"unknown manifest kind {body['kind']!r}")
-            tensors = {
-                str(k): TensorSpec(tuple(int(d) for d in v["shape"]), str(v["dtype"]))
-                for k, v in body["tensors"].items()
-            }
+            kind = body.get("kind")
+            if kind not in ("prior", "update"):
+                raise MessageError(f"unknown manifest kind {kind!r}")
+            tensors_raw = _field(body, "tensors", dict)
+            tensors = {}
+            for name, spec in tensors_raw.items():
+                if not isinstance(spec, dict):
+                    raise MessageError(f"tensor {name!r}: spec must be an object")
+                shape = _field(spec, "shape", list)
+                if not all(_is_int(d) and d >= 0 for d in shape):
+                    raise MessageError(f"tensor {name!r}: shape must be non-negative integers")
+                tensors[str(name)] = TensorSpec(tuple(shape), _field(spec, "dtype", str))
+            metrics = _field(body, "metrics", dict, {})
             return Manifest(
-                kind=body["kind"],
-                round=int(body["round"]),
-                sha256=str(body["sha256"]),
+                kind=kind,
+                round=_int(body, "round"),
+                sha256=_field(body, "sha256", str),
                 tensors=tensors,
-                site=str(body.get("site", "")),
-                num_examples=int(body.get("num_examples", 0)),
-                log_omega=float(body.get("log_omega", 0.0)),
-                metrics={str(k): float(v) for k, v in body.get("metrics", {}).items()},
-                extra=dict(body.get("extra", {})),
+                site=_field(body, "site", str, ""),
+                num_examples=_int(body, "num_examples", 0),
+                log_omega=_float(body, "log_omega", 0.0),
+                metrics={str(k): _float(metrics, k) for k in metrics},
+                extra=_field(body, "extra", dict, {}),
             )
         except MessageError:
             raise
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise MessageError(f"malformed manifest: {exc}") from exc
+        except Exception as exc:  # a hostile file may trigger any parser error
+            raise MessageError(f"malformed manifest: {type(exc).__name__}") from exc
+
+
+MAX_MANIFEST_BYTES = 1 << 20
+_MISSING = object()
+
+
+def _field(body: Mapping[str, Any], key: str, kind: type, default: Any = _MISSING) -> Any:
+    if key not in body:
+        if default is _MISSING:
+            raise MessageError(f"manifest lacks {key!r}")
+        return default
+    value = body[key]
+    if not isinstance(value, kind):
+        raise MessageError(f"manifest field {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(body: Mapping[str, Any], key: str, default: Any = _MISSING) -> int:
+    value = _field(body, key, object, default)
+    if not _is_int(value):
+        raise MessageError(f"manifest field {key!r} must be an integer")
+    return int(value)
+
+
+def _float(body: Mapping[str, Any], key: str, default: Any = _MISSING) -> float:
+    value = _field(body, key, object, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MessageError(f"manifest field {key!r} must be a finite number")
+    return float(value)
 
 
 def sha256_hex(blob: bytes) -> str:
@@ -178,6 +226,10 @@ def open_message(
     if kind == "update":
         if not math.isfinite(manifest.log_omega):
             raise MessageError(f"log omega is not finite ({manifest.log_omega})")
+        if manifest.log_omega > 0:
+            raise MessageError(
+                f"log omega must be <= 0 (a mean log-likelihood minus a penalty), got {manifest.log_omega}"
+            )
         if manifest.num_examples <= 0:
             raise MessageError(f"number of examples must be positive, got {manifest.num_examples}")
     return params

@@ -49,6 +49,8 @@ def log_omega(mean_nll_value: float, penalty: float, num_examples: int) -> float
 
     omega_k = P(Z_k | theta_k) rho_gamma(theta_k) (eq. 8) taken as a per-sample geometric mean, so
     it never underflows: the N_k-fold product is replaced by its N_k-th root in log space.
+    R is the unnormalised penalty (the reference code's convention): the Gaussian's normalising
+    constant (d/2) log(2 pi sigma^2) is left out, which shifts log omega_k by that constant / N_k.
     """
     if num_examples <= 0:
         raise ValueError(f"num_examples must be positive, got {num_examples}")

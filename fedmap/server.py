@@ -7,7 +7,7 @@ is the caller's job (``site_tasks.aggregate``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fedmap.aggregation import weighted_average
@@ -37,6 +37,8 @@ class RoundSummary:
     num_examples: Mapping[str, int]
     rejected: Mapping[str, str]
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    """Members that uploaded nothing at all for the round."""
 
 
 class NoValidUpdates(RuntimeError):
@@ -70,17 +72,23 @@ def aggregate_round(
     round_: int,
     candidates: Sequence[Candidate],
     expected: Mapping[str, TensorSpec],
+    members: Collection[str] | None = None,
 ) -> tuple[Params, RoundSummary]:
     """gamma_{t+1} = sum_k w_k theta_k over the updates that pass every check.
 
     Under a Gaussian prior with fixed sigma^2 the new mean depends only on the accepted theta_k;
-    ``expected`` (the current prior's tensor specs) is what every update must match.
+    ``expected`` (the current prior's tensor specs) is what every update must match. When
+    ``members`` is given, an upload from any other name is rejected (nobody outside the federation
+    may move the prior) and members that uploaded nothing are listed as missing.
 
     Raises NoValidUpdates (with every site's reason) when none passes.
     """
     accepted: list[SiteUpdate] = []
     rejected: dict[str, str] = {}
     for candidate in sorted(candidates, key=lambda c: c.site):
+        if members is not None and candidate.site not in members:
+            rejected[candidate.site] = "not a member of this federation"
+            continue
         try:
             accepted.append(accept(candidate, round_, expected))
         except MessageError as exc:
@@ -98,5 +106,6 @@ def aggregate_round(
         num_examples={u.site: u.num_examples for u in accepted},
         rejected=rejected,
         metrics={u.site: dict(u.metrics) for u in accepted},
+        missing=tuple(sorted(set(members or ()) - {c.site for c in candidates})),
     )
     return new_prior, summary

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from site_tasks.contracts import DataContractError
     from site_tasks.federation import load_federation
     from site_tasks.storage import S3Store, StorageError
-    from site_tasks.train import PriorUnavailable, train
+    from site_tasks.train import PriorUnavailable, TrainingDiverged, train
     from site_tasks.validate import validate
 
     log = logging.getLogger("site_tasks")
@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         MessageError,
         NotImplementedError,
         StorageError,
+        server.QuorumNotMet,
+        TrainingDiverged,
+        server.PriorConflict,
     ) as exc:
         log.error("%s", exc)
         return 2

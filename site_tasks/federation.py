@@ -83,19 +83,31 @@ def load_federation(path: Path) -> FederationConfig:
     except ValueError as exc:
         raise ConfigError(f"{path}: fedmap: {exc}") from exc
     assert isinstance(method, FedMAP)
+    from site_tasks.contracts import CONTRACTS  # light: GX loads only when validating
+
+    contract = data["contract"]
+    if contract not in CONTRACTS:
+        raise ConfigError(
+            f"{path}: contract must be one of {', '.join(CONTRACTS)}, got {contract!r}"
+        )
+    seed, device = data.get("seed", 0), data.get("device", "auto")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{path}: seed must be an integer, got {seed!r}")
+    if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
+        raise ConfigError(f"{path}: device must be cpu, cuda or auto, got {device!r}")
     state_dir = Path(str(data.get("state_dir", ".state/site-state")))
     try:
         return FederationConfig(
             name=name,
             run=run,
-            contract=str(data["contract"]),
+            contract=contract,
             storage=from_mapping(StorageConfig, data["storage"], "storage"),
             sites=sites,
             model=from_mapping(ModelConfig, data.get("model"), "model"),
             training=from_mapping(LocalTraining, data.get("training"), "training"),
             method=method,
-            device=str(data.get("device", "auto")),
-            seed=int(data.get("seed", 0)),
+            device=device,
+            seed=seed,
             state_dir=state_dir if state_dir.is_absolute() else (base / state_dir).resolve(),
             rounds=plan.rounds,
             min_sites=plan.min_sites,

@@ -53,10 +53,10 @@ def train_site(path: Path, run: str, site: str, round_: int, device: str | None 
     return train(config, site, round_, store, device).manifest.sha256
 
 
-def aggregate(path: Path, run: str, round_: int, expected: tuple[str, ...]) -> dict[str, float]:
+def aggregate(path: Path, run: str, round_: int) -> dict[str, float]:
     """Aggregate the round under the quorum; return each contributing site's weight w_k."""
     config, store = configure(path, run)
-    return dict(server.aggregate(config, store, round_, expected).weights)
+    return dict(server.aggregate(config, store, round_).weights)
 
 
 def prior_key(path: Path, run: str, round_: int) -> str:

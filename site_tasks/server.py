@@ -64,32 +64,32 @@ class QuorumNotMet(RuntimeError):
     """Fewer accepted updates than the federation's min_sites; names the missing sites."""
 
 
-def aggregate(
-    config: FederationConfig,
-    store: ObjectStore,
-    round_: int,
-    expected: tuple[str, ...] = (),
-) -> RoundSummary:
-    """Check round_'s updates, write the round summary, then the prior of round_ + 1.
+class PriorConflict(RuntimeError):
+    """The next prior is already committed with other content; it is never silently replaced."""
+
+
+def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> RoundSummary:
+    """Check round_'s updates and write the prior of round_ + 1, then the round summary.
 
     The summary records every site that contributed with its weight w_k, every rejected site with
-    the reason, and the aggregate metrics the sites reported. Raises NoValidUpdates when none passes
-    and QuorumNotMet (after writing the summary, before any prior) when fewer than min_sites pass;
-    ``expected`` names the sites that were meant to contribute, for that message.
+    the reason (uploads from outside the federation's tier-1 sites included), the members that sent
+    nothing, and the metrics the sites reported. Below the quorum (min_sites) only the summary is
+    written and QuorumNotMet names the missing sites; NoValidUpdates when nothing passes at all.
+    Re-running a round rewrites identical bytes; if the committed next prior differs (an update
+    arrived late), PriorConflict is raised instead of replacing a prior sites may be using.
     """
     keys = Keys.of(config)
     prior_manifest, _ = fetch_prior(config, store, round_)
+    members = [name for name, site in config.sites.items() if site.tier == 1]
     new_prior, summary = aggregate_round(
-        config.method, round_, collect(config, store, round_), prior_manifest.tensors
+        config.method, round_, collect(config, store, round_), prior_manifest.tensors, members
     )
     for site, reason in summary.rejected.items():
         log.warning("round %d: rejected %s: %s", round_, site, reason)
-    store.put(
-        keys.summary(round_),
-        (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode(),
-    )
+    summary_json = (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode()
     if len(summary.contributed) < config.min_sites:
-        missing = sorted(set(expected or config.sites) - set(summary.contributed))
+        store.put(keys.summary(round_), summary_json)
+        missing = sorted(set(members) - set(summary.contributed))
         raise QuorumNotMet(
             f"round {round_}: {len(summary.contributed)} accepted update(s), quorum is "
             f"{config.min_sites}; missing: {', '.join(missing) or 'none'}"
@@ -97,13 +97,22 @@ def aggregate(
     blob = encode_params(new_prior)
     manifest = make_manifest("prior", round_ + 1, new_prior, blob, extra=dict(prior_manifest.extra))
     tensors_key, manifest_key = keys.prior(round_ + 1)
-    store.put(tensors_key, blob)
-    store.put(manifest_key, manifest.to_json().encode())
+    committed = store.get(manifest_key)
+    if committed is not None and Manifest.from_json(committed).sha256 != manifest.sha256:
+        raise PriorConflict(
+            f"{manifest_key} is already committed with other content; clear the round's later "
+            "state before aggregating it again"
+        )
+    if committed is None:
+        store.put(tensors_key, blob)
+        store.put(manifest_key, manifest.to_json().encode())
+    store.put(keys.summary(round_), summary_json)
     log.info(
-        "round %d: %d site(s) aggregated, %d rejected -> %s",
+        "round %d: %d site(s) aggregated, %d rejected, %d missing -> %s",
         round_,
         len(summary.contributed),
         len(summary.rejected),
+        len(summary.missing),
         manifest_key,
     )
     return summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from fedmap.algorithms import SiteContext
+from fedmap.config import ConfigError
 from fedmap.data import read_site, standardise
 from fedmap.messages import (
     Manifest,
@@ -24,12 +26,13 @@ from fedmap.messages import (
     encode_params,
     make_manifest,
     open_message,
+    specs_of,
 )
 from fedmap.metrics import score
 from fedmap.models import build_model, predict_proba
 from fedmap.params import Params
 from fedmap.simulator import resolve_device
-from site_tasks.contracts import require_valid, validate_site
+from site_tasks.contracts import DataContractError, require_valid, validate_site
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import Keys, ObjectStore
 
@@ -76,6 +79,29 @@ def fetch_prior(
     return manifest, params
 
 
+class TrainingDiverged(RuntimeError):
+    """Local training produced non-finite parameters; nothing is uploaded or kept."""
+
+
+def device_for(name: str) -> torch.device:
+    """cpu, cuda[:N] or auto; asking for CUDA on a machine without it is an error, not a crash."""
+    if name != "auto" and name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"device must be cpu, cuda or auto, got {name!r}")
+    target = resolve_device(name)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA device")
+    return target
+
+
+def latest_state(config: FederationConfig, site: str, round_: int) -> Params | None:
+    """The site's own theta_k from the latest round before round_ it trained in, if any."""
+    for earlier in range(round_ - 1, 0, -1):
+        path = state_path(config, site, earlier)
+        if path.is_file():
+            return decode_params(path.read_bytes())
+    return None
+
+
 def state_path(config: FederationConfig, site: str, round_: int) -> Path:
     """Where the site keeps theta_k after round_ (local disk, never uploaded)."""
     return config.state_dir / config.name / config.run / site / f"theta-round-{round_}.safetensors"
@@ -101,16 +127,25 @@ def train(
         raise NotImplementedError(
             f"training on the {config.contract!r} contract is not supported yet"
         )
+    target = device_for(device or config.device)
     require_valid(validate_site(site, folder, config.contract))
     prior_manifest, prior = fetch_prior(config, store, round_)
-    previous = state_path(config, site, round_ - 1)
-    personal = decode_params(previous.read_bytes()) if previous.is_file() else prior
+    model_name = str(prior_manifest.extra.get("model", config.model.name))
+    try:
+        split = read_site(folder)
+    except ValueError as exc:  # the message names file, row and column, never a cell
+        raise DataContractError(f"{site}: {exc}") from exc
+    model_specs = specs_of(build_model(model_name, split.x_train.shape[1]).state_dict())
+    if dict(prior_manifest.tensors) != model_specs:
+        raise PriorUnavailable(
+            f"the prior of round {round_} does not fit this site's {model_name} model on "
+            f"{split.x_train.shape[1]} features"
+        )
+    personal = latest_state(config, site, round_) or prior
 
-    target = resolve_device(device or config.device)
     detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
     log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
-    data = standardise(read_site(folder), target)
-    model_name = str(prior_manifest.extra.get("model", config.model.name))
+    data = standardise(split, target)
     context = SiteContext(
         data,
         lambda: build_model(model_name, data.num_features),
@@ -122,6 +157,13 @@ def train(
         context, on_device, {k: v.to(target) for k, v in personal.items()}, round_
     )
     theta = result.update.params
+    if not all(bool(torch.isfinite(v).all()) for v in theta.values()) or not math.isfinite(
+        result.update.log_omega
+    ):
+        raise TrainingDiverged(
+            f"{site}: round {round_}: training produced NaN or inf parameters; nothing was "
+            "uploaded (lower the learning rate)"
+        )
     prob = predict_proba(context.model_from(theta), data.x_val)
     val = score(data.y_val.cpu().numpy(), prob.cpu().numpy())
     metrics = {**result.update.metrics, "val_accuracy": val.accuracy, "val_roc_auc": val.roc_auc}

@@ -84,7 +84,7 @@ def test_read_rejects_wrong_last_column(tmp_path: Path) -> None:
 def test_read_rejects_column_count_mismatch(tmp_path: Path) -> None:
     folder = tmp_path / "site-z"
     _write_pair(folder, "x00,x01,label\n0.1,0.2,0.3,1\n")
-    with pytest.raises(ValueError, match="header has 3 columns, rows have 4") as err:
+    with pytest.raises(ValueError, match="row 2 has 4 cells, the header 3") as err:
         read_site(folder)
     assert str(folder / "train.csv") in str(err.value)
 

@@ -3,6 +3,7 @@ dropped with its reason, and the others are never affected."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -30,18 +31,18 @@ EXPECTED = specs_of(theta(0.0))
 
 
 def test_weights_are_softmax_of_log_omega_and_prior_is_weighted_mean() -> None:
-    cands = [upload("a", 1.0, 0.0), upload("b", 3.0, math.log(3.0))]
+    cands = [upload("a", 1.0, -2.0), upload("b", 3.0, -2.0 + math.log(3.0))]
     prior, summary = aggregate_round(FedMAP(), 1, cands, EXPECTED)
     assert summary.weights == pytest.approx({"a": 0.25, "b": 0.75}, abs=1e-12)
     assert torch.allclose(prior["w"], torch.full((2, 2), 0.25 * 1.0 + 0.75 * 3.0))
     assert torch.allclose(prior["b"], torch.full((2,), -2.5))
     assert summary.contributed == ("a", "b")
     assert summary.rejected == {}
-    assert summary.log_omega == {"a": 0.0, "b": pytest.approx(math.log(3.0))}
+    assert summary.log_omega == {"a": -2.0, "b": pytest.approx(-2.0 + math.log(3.0))}
 
 
 def test_sample_weighting_switch() -> None:
-    cands = [upload("a", 1.0, 0.0, n=30), upload("b", 3.0, 5.0, n=10)]
+    cands = [upload("a", 1.0, 0.0, n=30), upload("b", 3.0, -0.1, n=10)]
     prior, summary = aggregate_round(FedMAP(weighting="samples"), 1, cands, EXPECTED)
     assert summary.weights == pytest.approx({"a": 0.75, "b": 0.25})
     assert torch.allclose(prior["w"], torch.full((2, 2), 1.5))
@@ -82,3 +83,47 @@ def test_no_valid_update_raises_with_every_reason() -> None:
         )
     with pytest.raises(NoValidUpdates, match="no uploads"):
         aggregate_round(FedMAP(), 1, [], EXPECTED)
+
+
+def test_positive_log_omega_is_rejected() -> None:
+    """log omega = -mean NLL - R/N is never positive; a larger claim would buy a site the prior."""
+    _, summary = aggregate_round(
+        FedMAP(), 1, [upload("a", 1.0, -0.5), upload("b", 0.0, 50.0)], EXPECTED
+    )
+    assert summary.contributed == ("a",)
+    assert "log omega must be <= 0" in summary.rejected["b"]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        '"num_examples": Infinity',
+        '"round": 1e400',
+        '"num_examples": 10.9',
+        '"num_examples": true',
+        '"log_omega": NaN',
+        '"metrics": {"x": Infinity}',
+        '"tensors": []',
+    ],
+)
+def test_malformed_manifest_fields_are_rejected_not_crashes(field: str) -> None:
+    good = upload("a", 1.0, -0.5)
+    bad = upload("b", 2.0, -0.5)
+    body = json.loads(bad.manifest or b"")
+    key = field.split(":")[0].strip('"')
+    text = json.dumps(body).replace(f'"{key}": ', f'"{key}_old": ', 1)
+    text = text[:-1] + ", " + field + "}"
+    _, summary = aggregate_round(
+        FedMAP(), 1, [good, Candidate("b", text.encode(), bad.tensors)], EXPECTED
+    )
+    assert summary.contributed == ("a",)
+    assert "b" in summary.rejected
+
+
+def test_deeply_nested_manifest_is_rejected() -> None:
+    good = upload("a", 1.0, -0.5)
+    _, summary = aggregate_round(
+        FedMAP(), 1, [good, Candidate("b", b"[" * 100_000, b"x")], EXPECTED
+    )
+    assert summary.contributed == ("a",)
+    assert "malformed manifest" in summary.rejected["b"]

@@ -69,3 +69,34 @@ def test_missing_required_key_and_unknown_site(tmp_path: Path) -> None:
     config = load_federation(write(tmp_path, BASE))
     with pytest.raises(ConfigError, match="site 'site-09' is not in federation 'fed'"):
         config.site("site-09")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"contract": "synthetc"}, "contract must be one of synthetic"),
+        ({"seed": "abc"}, "seed must be an integer"),
+        ({"device": "gpu"}, "device must be cpu, cuda or auto"),
+        ({"rounds": 0}, "rounds must be a positive integer"),
+        ({"min_sites": 5}, "min_sites must be between 1 and the 1 tier-1 sites"),
+        ({"sites": {"site-01": {"data": "x", "tier": 4}}}, "tier must be 1, 2 or 3"),
+    ],
+)
+def test_setting_errors_are_config_errors(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_federation(write(tmp_path, {**BASE, **change}))
+
+
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    import torch
+
+    from site_tasks.train import device_for
+
+    if torch.cuda.is_available():
+        assert device_for("cuda").type == "cuda"
+    else:
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            device_for("cuda")
+    assert device_for("auto").type in ("cpu", "cuda")

@@ -236,3 +236,67 @@ def test_bad_update_is_rejected_and_others_aggregate(
     assert all(bool(torch.isfinite(v).all()) for v in prior2.values())
     recorded = json.loads(store.get(Keys.of(config).summary(1)) or b"{}")
     assert reason in recorded["rejected"]["site-03"]
+
+
+def test_uploads_from_outside_the_federation_are_rejected_and_silent_members_listed(
+    make_federation: Callable[..., Path],
+) -> None:
+    config, store = setup(make_federation, n_train=100, n_val=40)
+    server.init(config, store)
+    train(config, "site-01", 1, store)
+    train(config, "site-02", 1, store)
+    # an intruder copies site-01's update under its own name and claims a huge omega
+    keys = Keys.of(config)
+    blob = store.get(keys.update(1, "site-01")[0]) or b""
+    theta = decode_params(blob)
+    fake = make_manifest(
+        "update", 1, theta, blob, site="intruder", num_examples=10, log_omega=-0.01
+    )
+    store.put(keys.update(1, "intruder")[0], blob)
+    store.put(keys.update(1, "intruder")[1], fake.to_json().encode())
+    summary = server.aggregate(config, store, 1)
+    assert summary.contributed == ("site-01", "site-02")
+    assert summary.rejected == {"intruder": "not a member of this federation"}
+    assert summary.missing == ("site-03",)
+
+
+def test_round_two_is_idempotent_and_a_changed_round_cannot_replace_its_prior(
+    make_federation: Callable[..., Path],
+) -> None:
+    config, store = setup(make_federation, n_train=100, n_val=40)
+    run_round_1(config, store)
+    server.aggregate(config, store, 1)
+    keys = Keys.of(config)
+    first = train(config, "site-01", 2, store).manifest
+    assert train(config, "site-01", 2, store).manifest == first  # warm start from theta_1, again
+    assert server.aggregate(config, store, 1).contributed == SITES  # same bytes: allowed
+    store.client.delete_object(Bucket=store.bucket, Key=keys.update(1, "site-03")[1])
+    with pytest.raises(server.PriorConflict, match=r"round-2/prior\.json is already committed"):
+        server.aggregate(config, store, 1)
+
+
+def test_a_prior_for_another_model_is_refused(make_federation: Callable[..., Path]) -> None:
+    config, store = setup(make_federation, n_train=100, n_val=40)
+    from dataclasses import replace as dc_replace
+
+    from site_tasks.federation import ModelConfig
+
+    server.init(dc_replace(config, model=ModelConfig("mlp", 29)), store)
+    with pytest.raises(PriorUnavailable, match="does not fit this site's mlp model on 30 features"):
+        train(config, "site-01", 1, store)
+    assert not any("updates/" in k for k in store.list(""))
+
+
+def test_diverging_training_uploads_nothing(make_federation: Callable[..., Path]) -> None:
+    from dataclasses import replace as dc_replace
+
+    from fedmap.training import LocalTraining
+    from site_tasks.train import TrainingDiverged
+
+    config, store = setup(make_federation, n_train=100, n_val=40)
+    server.init(config, store)
+    wild = dc_replace(config, training=LocalTraining(epochs=3, batch_size=8, lr=1e20))
+    with pytest.raises(TrainingDiverged, match="NaN or inf"):
+        train(wild, "site-01", 1, store)
+    assert not any("updates/" in k for k in store.list(""))
+    assert not state_path(config, "site-01", 1).exists()

@@ -10,6 +10,9 @@ The graph of a run:
 4. ``round_<t>.aggregate``: runs once every train task of the round has finished, whatever its
    state; it checks each update, enforces the quorum (``min_sites``), and writes the next prior.
    Below the quorum the round fails naming the missing sites.
+5. ``finalise.evaluate_<site>``: each tier-1 site scores its own model and the final prior on its
+   validation split; ``finalise.finetune_<site>``: each tier-2 site fine-tunes the final prior
+   with the same local MAP objective, keeps it, and reports its scores. Only metrics leave.
 
 Task bodies are a few lines over ``site_tasks.rounds``; torch and friends load inside tasks only.
 """
@@ -112,6 +115,26 @@ def build(plan: FederationPlan) -> Any:
                 done = aggregate(t)
                 trains >> done
                 previous = done
+
+        with TaskGroup("finalise"):
+            for site in plan.sites:
+                if site.tier == 3:
+                    continue
+
+                @task(
+                    task_id=f"evaluate_{site.name}" if site.tier == 1 else f"finetune_{site.name}",
+                    queue=site.queue,
+                )
+                def finalise(name: str, tier: int) -> float:
+                    from site_tasks import rounds
+
+                    if tier == 1:
+                        return rounds.evaluate_site(Path(path), _run_id(), name)
+                    return rounds.finetune_site(Path(path), _run_id(), name)
+
+                step = finalise(site.name, site.tier)
+                previous >> step
+                validated[site.name] >> step
 
     return federation()
 

@@ -62,3 +62,19 @@ def aggregate(path: Path, run: str, round_: int) -> dict[str, float]:
 def prior_key(path: Path, run: str, round_: int) -> str:
     config, _ = configure(path, run)
     return Keys.of(config).prior(round_)[1]
+
+
+def evaluate_site(path: Path, run: str, site: str) -> float:
+    """Score a tier-1 site's own model and the final prior; return its personalised accuracy."""
+    from site_tasks.finalise import evaluate
+
+    config, store = configure(path, run)
+    return evaluate(config, store, site, config.rounds).personalised["accuracy"]
+
+
+def finetune_site(path: Path, run: str, site: str) -> float:
+    """Tier 2: fine-tune the final prior locally; return the fine-tuned model's accuracy."""
+    from site_tasks.finalise import finetune
+
+    config, store = configure(path, run)
+    return finetune(config, store, site, config.rounds).personalised["accuracy"]

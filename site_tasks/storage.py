@@ -59,6 +59,9 @@ class Keys:
     def summary(self, t: int) -> str:
         return f"{self.round(t)}/summary.json"
 
+    def evaluation(self, site: str) -> str:
+        return f"{self.federation}/{self.run}/evaluation/{site}.json"
+
     def validation(self, site: str) -> str:
         return f"{self.federation}/{self.run}/validation/{site}.json"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from fedmap.algorithms import SiteContext
+from fedmap.algorithms import SiteContext, SiteUpdate
 from fedmap.config import ConfigError
 from fedmap.data import read_site, standardise
 from fedmap.messages import (
@@ -28,7 +28,7 @@ from fedmap.messages import (
     open_message,
     specs_of,
 )
-from fedmap.metrics import score
+from fedmap.metrics import Scores, score
 from fedmap.models import build_model, predict_proba
 from fedmap.params import Params
 from fedmap.simulator import resolve_device
@@ -114,14 +114,37 @@ def _write_local(path: Path, blob: bytes) -> None:
     os.replace(tmp, path)
 
 
-def train(
-    config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
-) -> TrainResult:
-    """Validate the site's data, train theta_k under the round's prior, upload the update.
+@dataclass(frozen=True)
+class Fitted:
+    """A site's local MAP step, before anything is uploaded or kept."""
 
-    Idempotent: theta_k starts from the site's own state after round_ - 1 (or the prior in round 1)
-    and shuffles with ``round_seed``, so a re-run writes the same keys with the same bytes.
-    """
+    update: SiteUpdate
+    personal: Params
+    metrics: dict[str, float]
+    device: str
+
+
+def score_params(context: SiteContext, params: Params) -> Scores:
+    """Validation scores of params on the site's own validation split."""
+    prob = predict_proba(context.model_from(params), context.data.x_val)
+    return score(context.data.y_val.cpu().numpy(), prob.cpu().numpy())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A site ready to train or score under the prior of a round."""
+
+    context: SiteContext
+    prior: Params
+    personal: Params
+    device: torch.device
+
+
+def prepare(
+    config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
+) -> Prepared:
+    """Validate the site's data, fetch and check the prior of round_ against the site's model, and
+    load the site's latest own state (the prior when it has none)."""
     folder = config.site(site).data
     if config.contract not in TRAINABLE_CONTRACTS:
         raise NotImplementedError(
@@ -142,9 +165,6 @@ def train(
             f"{split.x_train.shape[1]} features"
         )
     personal = latest_state(config, site, round_) or prior
-
-    detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
-    log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
     data = standardise(split, target)
     context = SiteContext(
         data,
@@ -153,9 +173,18 @@ def train(
         torch.Generator().manual_seed(round_seed(config, site, round_)),
     )
     on_device = {k: v.to(target) for k, v in prior.items()}
-    result = config.method.local_update(
-        context, on_device, {k: v.to(target) for k, v in personal.items()}, round_
-    )
+    return Prepared(context, on_device, {k: v.to(target) for k, v in personal.items()}, target)
+
+
+def fit_site(
+    config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
+) -> Fitted:
+    """The local MAP step of round_ at the site, checked for divergence, with its metrics."""
+    ready = prepare(config, site, round_, store, device)
+    target = ready.device
+    detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
+    log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
+    result = config.method.local_update(ready.context, ready.prior, ready.personal, round_)
     theta = result.update.params
     if not all(bool(torch.isfinite(v).all()) for v in theta.values()) or not math.isfinite(
         result.update.log_omega
@@ -164,10 +193,26 @@ def train(
             f"{site}: round {round_}: training produced NaN or inf parameters; nothing was "
             "uploaded (lower the learning rate)"
         )
-    prob = predict_proba(context.model_from(theta), data.x_val)
-    val = score(data.y_val.cpu().numpy(), prob.cpu().numpy())
+    val = score_params(ready.context, theta)
     metrics = {**result.update.metrics, "val_accuracy": val.accuracy, "val_roc_auc": val.roc_auc}
+    return Fitted(result.update, result.personal, metrics, target.type)
 
+
+def keep_state(config: FederationConfig, site: str, round_: int, personal: Params) -> None:
+    """Save the site's own theta_k after round_ on its own disk."""
+    _write_local(state_path(config, site, round_), encode_params(personal))
+
+
+def train(
+    config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
+) -> TrainResult:
+    """Validate the site's data, train theta_k under the round's prior, upload the update.
+
+    Idempotent: theta_k starts from the site's own state after round_ - 1 (or the prior in round 1)
+    and shuffles with ``round_seed``, so a re-run writes the same keys with the same bytes.
+    """
+    fitted = fit_site(config, site, round_, store, device)
+    theta = fitted.update.params
     blob = encode_params(theta)
     manifest = make_manifest(
         "update",
@@ -175,21 +220,21 @@ def train(
         theta,
         blob,
         site=site,
-        num_examples=result.update.num_examples,
-        log_omega=result.update.log_omega,
-        metrics=metrics,
+        num_examples=fitted.update.num_examples,
+        log_omega=fitted.update.log_omega,
+        metrics=fitted.metrics,
     )
     tensors_key, manifest_key = Keys.of(config).update(round_, site)
     store.put(tensors_key, blob)
     store.put(manifest_key, manifest.to_json().encode())  # last: the commit marker
-    _write_local(state_path(config, site, round_), encode_params(result.personal))
+    keep_state(config, site, round_, fitted.personal)
     log.info(
         "%s: round %d: log omega %.4f, train NLL %.4f, val accuracy %.4f -> %s",
         site,
         round_,
         manifest.log_omega,
-        metrics["train_nll"],
-        val.accuracy,
+        fitted.metrics["train_nll"],
+        fitted.metrics["val_accuracy"],
         manifest_key,
     )
-    return TrainResult(manifest, target.type)
+    return TrainResult(manifest, fitted.device)

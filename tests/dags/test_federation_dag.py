@@ -40,21 +40,19 @@ def load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return module
 
 
-def federation_folder(make_federation: Callable[..., Path], **overrides: Any) -> Path:
+def federation_folder(
+    make_federation: Callable[..., Path], tiers: dict[str, int] | None = None, **overrides: Any
+) -> Path:
+    """A federations/ folder holding the federation written by make_federation."""
     path = make_federation(**overrides)
     body = yaml.safe_load(path.read_text())
+    for site, spec in body["sites"].items():
+        spec["data"] = f"../{spec['data']}"
+        spec["tier"] = (tiers or {}).get(site, 1)
+    body["state_dir"] = f"../{body['state_dir']}"
     folder = path.parent / "federations"
     folder.mkdir(exist_ok=True)
-    (folder / f"{body['name']}.yaml").write_text(
-        path.read_text().replace("hospital-data/", "../hospital-data/")
-    )
-    if body.get("state_dir") == "site-state":
-        text = (
-            (folder / f"{body['name']}.yaml")
-            .read_text()
-            .replace("state_dir: site-state", "state_dir: ../site-state")
-        )
-        (folder / f"{body['name']}.yaml").write_text(text)
+    (folder / f"{body['name']}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     return folder
 
 
@@ -112,23 +110,27 @@ def _states(run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
-def test_a_run_excludes_a_bad_site_and_aggregates_the_others(
+def test_a_run_excludes_a_bad_site_aggregates_the_others_and_finalises(
     airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = federation_folder(
-        make_federation, n_sites=3, n_train=120, n_val=40, rounds=2, min_sites=2
+        make_federation, {"site-04": 2}, n_sites=4, n_train=120, n_val=40, rounds=2, min_sites=2
     )
     bad = folder.parent / "hospital-data" / "site-03" / "train.csv"
     lines = bad.read_text().splitlines()
     lines[4] = ",".join(["nan", *lines[4].split(",")[1:]])
     bad.write_text("\n".join(lines) + "\n")
     dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
+    assert "round_1.train_site-04" not in dag.task_ids  # tier 2 never contributes
     run = dag.test()
     states = _states(run)
     assert str(run.state) == "success", states
     assert states["validate.site-03"] == "skipped"
     assert states["round_1.train_site-03"] == "skipped"
     assert states["round_2.aggregate"] == "success"
+    assert states["finalise.evaluate_site-01"] == "success"
+    assert states["finalise.evaluate_site-03"] == "skipped"
+    assert states["finalise.finetune_site-04"] == "success"
     from site_tasks.federation import load_federation
     from site_tasks.rounds import run_name
     from site_tasks.storage import Keys, S3Store
@@ -138,7 +140,14 @@ def test_a_run_excludes_a_bad_site_and_aggregates_the_others(
     keys = Keys(config.name, run_name(run.run_id))
     summary = json.loads(store.get(keys.summary(2)) or b"{}")
     assert summary["contributed"] == ["site-01", "site-02"]
+    assert summary["missing"] == ["site-03"]
     assert store.get(keys.prior(3)[1]) is not None
+    tier2 = json.loads(store.get(keys.evaluation("site-04")) or b"{}")
+    assert tier2["tier"] == 2 and 0.5 <= tier2["personalised"]["accuracy"] <= 1.0
+    assert set(tier2["prior"]) == {"accuracy", "balanced_accuracy", "roc_auc"}
+    assert store.get(keys.evaluation("site-01")) is not None
+    assert store.get(keys.evaluation("site-03")) is None
+    assert not any("updates/site-04" in k for k in store.list(""))  # nothing of tier 2 is sent
 
 
 def test_below_quorum_the_round_fails_naming_the_missing_sites(

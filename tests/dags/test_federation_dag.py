@@ -176,3 +176,38 @@ def test_below_quorum_the_round_fails_naming_the_missing_sites(
     keys = Keys(config.name, run_name(run.run_id))
     assert json.loads(store.get(keys.summary(1)) or b"{}")["contributed"] == ["site-01"]
     assert store.get(keys.prior(2)[1]) is None  # no prior is written below the quorum
+
+
+def test_a_site_whose_training_raises_is_tolerated_by_the_quorum(
+    airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from site_tasks import rounds
+
+    folder = federation_folder(
+        make_federation, n_sites=3, n_train=120, n_val=40, rounds=1, min_sites=2
+    )
+    real = rounds.train_site
+
+    def flaky(path: Path, run: str, site: str, round_: int, device: str | None = None) -> str:
+        if site == "site-02":
+            raise RuntimeError("the site's GPU fell over")
+        return real(path, run, site, round_, device)
+
+    monkeypatch.setattr(rounds, "train_site", flaky)
+    dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
+    run = dag.test()
+    states = _states(run)
+    assert states["round_1.train_site-02"] == "failed"
+    assert states["round_1.aggregate"] == "success"
+    assert str(run.state) == "success", states
+    assert states["finalise.evaluate_site-01"] == "success"
+    from site_tasks.federation import load_federation
+    from site_tasks.storage import Keys, S3Store
+
+    config = load_federation(folder / "synthetic-label-skew.yaml")
+    summary = json.loads(
+        S3Store(config.storage).get(Keys(config.name, rounds.run_name(run.run_id)).summary(1))
+        or b"{}"
+    )
+    assert summary["contributed"] == ["site-01", "site-03"]
+    assert summary["missing"] == ["site-02"]

@@ -13,6 +13,11 @@ The graph of a run:
 5. ``finalise.evaluate_<site>``: each tier-1 site scores its own model and the final prior on its
    validation split; ``finalise.finetune_<site>``: each tier-2 site fine-tunes the final prior
    with the same local MAP objective, keeps it, and reports its scores. Only metrics leave.
+6. ``register``: one MLflow parent run per DAG run with a nested run per site (metrics per
+   round), registered models ``fedmap-<name>-<site>`` and ``fedmap-<name>-prior``, and the gate:
+   the new prior is ``champion`` unless its mean validation accuracy is more than
+   ``$FEDMAP_GATE_TOLERANCE`` below the champion's (then ``challenger``). Skipped when
+   ``$MLFLOW_TRACKING_URI`` is not set.
 
 Task bodies are a few lines over ``site_tasks.rounds``; torch and friends load inside tasks only.
 """
@@ -36,6 +41,7 @@ FEDERATIONS = Path(
 RETRIES = int(os.environ.get("FEDMAP_TRAIN_RETRIES", "2"))
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("FEDMAP_RETRY_DELAY_S", "30")))
 TRAIN_TIMEOUT = timedelta(minutes=float(os.environ.get("FEDMAP_TRAIN_TIMEOUT_MIN", "60")))
+GATE_TOLERANCE = float(os.environ.get("FEDMAP_GATE_TOLERANCE", "0.01"))
 
 
 def _run_id() -> str:
@@ -116,6 +122,7 @@ def build(plan: FederationPlan) -> Any:
                 trains >> done
                 previous = done
 
+        finals: list[Any] = []
         with TaskGroup("finalise"):
             for site in plan.sites:
                 if site.tier == 3:
@@ -135,6 +142,18 @@ def build(plan: FederationPlan) -> Any:
                 step = finalise(site.name, site.tier)
                 previous >> step
                 validated[site.name] >> step
+                finals.append(step)
+
+        @task(trigger_rule="none_failed")
+        def register() -> dict[str, str]:
+            """Parent and nested MLflow runs, registered models, and the champion gate."""
+            from site_tasks import rounds
+
+            if not os.environ.get("MLFLOW_TRACKING_URI"):
+                raise AirflowSkipException("MLFLOW_TRACKING_URI is not set: nothing registered")
+            return rounds.register_run(Path(path), _run_id(), GATE_TOLERANCE)
+
+        finals >> register()
 
     return federation()
 

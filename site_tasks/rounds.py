@@ -78,3 +78,32 @@ def finetune_site(path: Path, run: str, site: str) -> float:
 
     config, store = configure(path, run)
     return finetune(config, store, site, config.rounds).personalised["accuracy"]
+
+
+def code_version() -> str:
+    """The git commit of this checkout, or $FEDMAP_CODE_VERSION where there is no git."""
+    import os
+    import subprocess
+
+    if os.environ.get("FEDMAP_CODE_VERSION"):
+        return os.environ["FEDMAP_CODE_VERSION"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, str]:
+    """Log the run to MLflow ($MLFLOW_TRACKING_URI), register its models, apply the gate."""
+    from site_tasks.registry import register
+
+    config, store = configure(path, run)
+    result = register(config, store, run, code_version(), tolerance)
+    return {"prior_version": result.prior_version, "alias": result.alias, "reason": result.reason}

@@ -211,3 +211,47 @@ def test_a_site_whose_training_raises_is_tolerated_by_the_quorum(
     )
     assert summary["contributed"] == ["site-01", "site-03"]
     assert summary["missing"] == ["site-02"]
+
+
+def test_a_run_registers_its_models_in_mlflow(
+    airflow_db: None,
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    mlflow_server: str,
+) -> None:
+    import mlflow
+
+    folder = federation_folder(
+        make_federation, n_sites=2, n_train=120, n_val=40, rounds=1, min_sites=2
+    )
+    text = (
+        (folder / "synthetic-label-skew.yaml")
+        .read_text()
+        .replace("name: synthetic-label-skew", "name: dag-registry")
+    )
+    (folder / "synthetic-label-skew.yaml").write_text(text)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    dag = load_dags(folder, monkeypatch).__dict__["fedmap_dag-registry"]
+    run = dag.test()
+    states = _states(run)
+    assert str(run.state) == "success", states
+    assert states["register"] == "success"
+    mlflow.set_tracking_uri(mlflow_server)
+    client = mlflow.MlflowClient()
+    assert client.get_registered_model("fedmap-dag-registry-prior").aliases == {"champion": "1"}
+    site = client.get_model_version("fedmap-dag-registry-site-02", "1")
+    assert site.tags["dag_run_id"] == run.run_id
+    assert len(site.tags["code_version"]) >= 7
+
+
+def test_without_mlflow_the_register_task_is_skipped(
+    airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    folder = federation_folder(
+        make_federation, n_sites=2, n_train=100, n_val=40, rounds=1, min_sites=1
+    )
+    run = load_dags(folder, monkeypatch).__dict__[DAG_ID].test()
+    states = _states(run)
+    assert states["register"] == "skipped"
+    assert str(run.state) == "success", states

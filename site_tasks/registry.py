@@ -1,0 +1,178 @@
+"""The MLflow side of a finished run: one parent run per federation run, a nested run per site
+with its metrics per round, registered models for every tier-1 site and for the prior, and the
+release gate that decides whether the new prior becomes ``champion`` or stays ``challenger``.
+
+Everything registered comes from what already left the sites (updates, summaries, evaluation
+metrics in object storage); MLflow never sees a row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from fedmap.messages import decode_params
+from fedmap.models import build_model
+from fedmap.params import Params
+from site_tasks.federation import FederationConfig
+from site_tasks.storage import Keys, ObjectStore
+
+log = logging.getLogger("site_tasks")
+CHAMPION, CHALLENGER = "champion", "challenger"
+PIP_REQUIREMENTS = ["torch==2.13.0", "numpy"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    parent_run_id: str
+    prior_model: str
+    prior_version: str
+    alias: str
+    reason: str
+    site_versions: dict[str, str]
+
+
+def model_name(config: FederationConfig, who: str) -> str:
+    return f"fedmap-{config.name}-{who}"
+
+
+def _json(store: ObjectStore, key: str) -> dict[str, Any]:
+    raw = store.get(key)
+    return dict(json.loads(raw)) if raw else {}
+
+
+def _log_model(config: FederationConfig, params: Params, name: str, tags: dict[str, str]) -> str:
+    """Register params as a new version of model ``name``; return the version."""
+    import mlflow
+    import numpy as np
+
+    n_features = int(config.model.n_features)
+    model = build_model(config.model.name, n_features)
+    model.load_state_dict(params, strict=True)
+    model.eval()
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        input_example=np.zeros((1, n_features), dtype=np.float32),
+        registered_model_name=name,
+        pip_requirements=PIP_REQUIREMENTS,
+    )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def register(
+    config: FederationConfig,
+    store: ObjectStore,
+    dag_run_id: str,
+    code_version: str,
+    tolerance: float = 0.0,
+) -> Registration:
+    """Log the run and register its models; gate the prior on the sites' validation accuracy.
+
+    The new prior becomes ``champion`` unless its mean validation accuracy over the sites is more
+    than ``tolerance`` below the current champion's, in which case it becomes ``challenger`` and
+    the reason is logged.
+    """
+    import mlflow
+
+    keys = Keys.of(config)
+    members = sorted(name for name, s in config.sites.items() if s.tier == 1)
+    rounds = config.rounds
+    evaluations = {s: _json(store, keys.evaluation(s)) for s in config.sites}
+    evaluations = {s: e for s, e in evaluations.items() if e}
+    prior_scores = [e["prior"]["accuracy"] for e in evaluations.values()]
+    prior_mean = statistics.fmean(prior_scores) if prior_scores else float("nan")
+    base_tags = {"dag_run_id": dag_run_id, "code_version": code_version, "storage_run": config.run}
+
+    mlflow.set_experiment(f"fedmap-{config.name}")
+    with mlflow.start_run(run_name=config.run) as parent:
+        mlflow.set_tags(base_tags)
+        mlflow.log_params(
+            {
+                "method": "fedmap",
+                "variance": config.method.variance,
+                "input_variance": config.method.input_variance,
+                "weighting": config.method.weighting,
+                "rounds": rounds,
+                "min_sites": config.min_sites,
+                "local_epochs": config.training.epochs,
+                "lr": config.training.lr,
+                "batch_size": config.training.batch_size,
+                "model": config.model.name,
+                "contract": config.contract,
+            }
+        )
+        mlflow.log_metric("prior_mean_val_accuracy", prior_mean)
+        site_versions: dict[str, str] = {}
+        for site in members:
+            with mlflow.start_run(run_name=site, nested=True):
+                mlflow.set_tags({**base_tags, "site": site, "tier": "1"})
+                for t in range(1, rounds + 1):
+                    manifest = _json(store, keys.update(t, site)[1])
+                    summary = _json(store, keys.summary(t))
+                    if manifest:
+                        metrics = {k: float(v) for k, v in manifest.get("metrics", {}).items()}
+                        metrics["log_omega"] = float(manifest.get("log_omega", 0.0))
+                        metrics["weight"] = float(summary.get("weights", {}).get(site, 0.0))
+                        mlflow.log_metrics(metrics, step=t)
+                final = evaluations.get(site)
+                if final:
+                    mlflow.log_metrics({f"final_{k}": v for k, v in final["personalised"].items()})
+                blob = store.get(keys.update(rounds, site)[0])
+                if blob is not None and final:
+                    validation = _json(store, keys.validation(site))
+                    tags = {
+                        **base_tags,
+                        "site": site,
+                        "validation": json.dumps(
+                            {"success": validation.get("success"), "rows": validation.get("rows")}
+                        ),
+                    }
+                    site_versions[site] = _log_model(
+                        config, decode_params(blob), model_name(config, site), tags
+                    )
+        prior_blob = store.get(keys.prior(rounds + 1)[0])
+        if prior_blob is None:
+            raise RuntimeError(f"the final prior {keys.prior(rounds + 1)[0]} is missing")
+        mlflow.log_dict({"prior": keys.prior(rounds + 1)[0]}, "prior_location.json")
+        name = model_name(config, "prior")
+        version = _log_model(
+            config,
+            decode_params(prior_blob),
+            name,
+            {**base_tags, "prior_mean_val_accuracy": f"{prior_mean:.6f}"},
+        )
+        alias, reason = gate(name, version, prior_mean, tolerance)
+        mlflow.set_tag("prior_alias", alias)
+        return Registration(parent.info.run_id, name, version, alias, reason, site_versions)
+
+
+def gate(name: str, version: str, score: float, tolerance: float) -> tuple[str, str]:
+    """Give version the champion alias unless it is worse than the champion by > tolerance."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    aliases = client.get_registered_model(name).aliases
+    current = aliases.get(CHAMPION)
+    if current is None or current == version:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return CHAMPION, "no champion yet"
+    tags = client.get_model_version(name, current).tags
+    best = float(tags.get("prior_mean_val_accuracy", "nan"))
+    if score >= best - tolerance:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return CHAMPION, f"mean validation accuracy {score:.4f} vs champion {best:.4f}"
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    reason = (
+        f"mean validation accuracy {score:.4f} is more than {tolerance} below the champion's "
+        f"{best:.4f} (version {current}); kept as challenger"
+    )
+    log.warning("%s: %s", name, reason)
+    return CHALLENGER, reason

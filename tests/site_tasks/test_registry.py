@@ -1,0 +1,71 @@
+"""Registration in a real MLflow server: parent and nested runs with per-round metrics, versioned
+models with tags and a signature, and the release gate's aliases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from site_tasks import server
+from site_tasks.federation import load_federation
+from site_tasks.finalise import evaluate
+from site_tasks.registry import register
+from site_tasks.storage import Keys, S3Store
+from site_tasks.train import train
+from site_tasks.validate import validate
+
+
+def test_register_runs_models_and_gate(
+    make_federation: Callable[..., Path], mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    config = replace(load_federation(make_federation(n_sites=2, n_train=120, n_val=40)), rounds=2)
+    store = S3Store(config.storage)
+    store.ensure_bucket()
+    server.init(config, store)
+    for site in config.sites:
+        validate(config, site, store)
+    for t in (1, 2):
+        for site in config.sites:
+            train(config, site, t, store)
+        server.aggregate(config, store, t)
+    for site in config.sites:
+        evaluate(config, store, site, 2)
+
+    first = register(config, store, "dag-run-1", "abc123")
+    assert first.alias == "champion" and first.prior_version == "1"
+    assert first.site_versions == {"site-01": "1", "site-02": "1"}
+    client = mlflow.MlflowClient()
+    assert client.get_registered_model("fedmap-synthetic-label-skew-prior").aliases == {
+        "champion": "1"
+    }
+    version = client.get_model_version("fedmap-synthetic-label-skew-site-01", "1")
+    assert version.tags["dag_run_id"] == "dag-run-1" and version.tags["code_version"] == "abc123"
+    assert json.loads(version.tags["validation"])["success"] is True
+    info = mlflow.models.get_model_info("models:/fedmap-synthetic-label-skew-prior@champion")
+    assert info.signature is not None and info.signature.inputs is not None
+    children = client.search_runs(
+        [client.get_run(first.parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{first.parent_run_id}'",
+    )
+    assert sorted(r.data.tags["site"] for r in children) == ["site-01", "site-02"]
+    history = client.get_metric_history(children[0].info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]
+    assert client.get_run(first.parent_run_id).data.params["rounds"] == "2"
+
+    # a second run whose prior scores worse than the champion stays challenger
+    evaluation = Keys.of(config).evaluation("site-01")
+    worse = json.loads(store.get(evaluation) or b"{}")
+    worse["prior"]["accuracy"] = 0.0
+    store.put(evaluation, json.dumps(worse).encode())
+    second = register(config, store, "dag-run-2", "abc123", tolerance=0.01)
+    assert second.alias == "challenger" and second.prior_version == "2"
+    assert "kept as challenger" in second.reason
+    aliases = client.get_registered_model("fedmap-synthetic-label-skew-prior").aliases
+    assert aliases == {"champion": "1", "challenger": "2"}

@@ -147,7 +147,13 @@ def register(
             config,
             decode_params(prior_blob),
             name,
-            {**base_tags, "prior_mean_val_accuracy": f"{prior_mean:.6f}"},
+            {
+                **base_tags,
+                "prior_mean_val_accuracy": f"{prior_mean:.6f}",
+                "prior_key": keys.prior(rounds + 1)[0],
+                "prior_manifest_key": keys.prior(rounds + 1)[1],
+                "prior_round": str(rounds + 1),
+            },
         )
         alias, reason = gate(name, version, prior_mean, tolerance)
         mlflow.set_tag("prior_alias", alias)
@@ -176,3 +182,44 @@ def gate(name: str, version: str, score: float, tolerance: float) -> tuple[str, 
     )
     log.warning("%s: %s", name, reason)
     return CHALLENGER, reason
+
+
+def champion_prior(config: FederationConfig, store: ObjectStore) -> tuple[Params, str] | None:
+    """The current champion prior's parameters and a label for it, or None when there is none.
+
+    The registry points at the prior's safetensors in object storage; it is re-checked (checksum,
+    finite values, names and shapes of this federation's model) before anyone starts from it.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from fedmap.messages import Manifest, MessageError, open_message, specs_of
+
+    name = model_name(config, "prior")
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_registered_model(name).aliases.get(CHAMPION)
+    except MlflowException:
+        return None
+    if version is None:
+        return None
+    tags = client.get_model_version(name, version).tags
+    raw_manifest = store.get(tags.get("prior_manifest_key", ""))
+    blob = store.get(tags.get("prior_key", ""))
+    if raw_manifest is None or blob is None:
+        log.warning(
+            "%s@champion (version %s): its prior is gone from storage; starting afresh",
+            name,
+            version,
+        )
+        return None
+    expected = specs_of(build_model(config.model.name, config.model.n_features).state_dict())
+    try:
+        manifest = Manifest.from_json(raw_manifest)
+        params = open_message(manifest, blob, "prior", manifest.round, expected)
+    except MessageError as exc:
+        log.warning(
+            "%s@champion (version %s) cannot be used: %s; starting afresh", name, version, exc
+        )
+        return None
+    return params, f"{name}@{CHAMPION} (version {version})"

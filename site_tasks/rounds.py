@@ -42,10 +42,18 @@ def validate_site(path: Path, run: str, site: str) -> int:
 
 
 def start(path: Path, run: str) -> str:
-    """Create the bucket if needed and write the prior of round 1 (Algorithm 1)."""
+    """Create the bucket if needed and write the prior of round 1: the registry's champion prior
+    when MLflow is configured and has one, otherwise Algorithm 1's random-site initialisation."""
+    import os
+
     config, store = configure(path, run)
     store.ensure_bucket()
-    return server.init(config, store).sha256
+    warm = None
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        from site_tasks.registry import champion_prior
+
+        warm = champion_prior(config, store)
+    return server.init(config, store, warm).sha256
 
 
 def train_site(path: Path, run: str, site: str, round_: int, device: str | None = None) -> str:

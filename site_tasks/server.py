@@ -10,6 +10,7 @@ from dataclasses import asdict
 from fedmap.initialisation import initialise
 from fedmap.messages import Manifest, encode_params, make_manifest
 from fedmap.models import build_model
+from fedmap.params import Params
 from fedmap.server import Candidate, RoundSummary, aggregate_round
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import Keys, ObjectStore
@@ -18,11 +19,28 @@ from site_tasks.train import fetch_prior
 log = logging.getLogger("site_tasks")
 
 
-def init(config: FederationConfig, store: ObjectStore) -> Manifest:
-    """Algorithm 1, line 1: a randomly chosen site's initial model is the prior of round 1.
+def init(
+    config: FederationConfig, store: ObjectStore, warm: tuple[Params, str] | None = None
+) -> Manifest:
+    """The prior of round 1: ``warm`` (parameters and where they came from, e.g. the registry's
+    champion) when given, else Algorithm 1, line 1: a randomly chosen site's initial model.
 
-    Deterministic in the federation's seed, so running it twice writes the same bytes.
+    Deterministic in its inputs, so running it twice writes the same bytes.
     """
+    keys = Keys.of(config)
+    if warm is not None:
+        params, source = warm
+        blob = encode_params(params)
+        extra = {
+            "model": config.model.name,
+            "n_features": config.model.n_features,
+            "warm_start_from": source,
+        }
+        manifest = make_manifest("prior", 1, params, blob, extra=extra)
+        store.put(keys.prior(1)[0], blob)
+        store.put(keys.prior(1)[1], manifest.to_json().encode())
+        log.info("round 1 prior warm-started from %s", source)
+        return manifest
     sites = sorted(config.sites)
     start = initialise(
         lambda: build_model(config.model.name, config.model.n_features), sites, config.seed

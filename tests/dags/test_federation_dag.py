@@ -243,6 +243,26 @@ def test_a_run_registers_its_models_in_mlflow(
     assert site.tags["dag_run_id"] == run.run_id
     assert len(site.tags["code_version"]) >= 7
 
+    # the next run warm-starts from the champion prior
+    second = load_dags(folder, monkeypatch).__dict__["fedmap_dag-registry"].test()
+    assert str(second.state) == "success", _states(second)
+    from fedmap.messages import Manifest
+    from site_tasks.federation import load_federation
+    from site_tasks.rounds import run_name
+    from site_tasks.storage import Keys, S3Store
+
+    config = load_federation(folder / "synthetic-label-skew.yaml")
+    store = S3Store(config.storage)
+    champion = client.get_model_version("fedmap-dag-registry-prior", "1").tags
+    start = Manifest.from_json(
+        store.get(Keys(config.name, run_name(second.run_id)).prior(1)[1]) or b""
+    )
+    assert start.extra["warm_start_from"] == "fedmap-dag-registry-prior@champion (version 1)"
+    assert store.get(Keys(config.name, run_name(second.run_id)).prior(1)[0]) == store.get(
+        champion["prior_key"]
+    )
+    assert set(client.get_registered_model("fedmap-dag-registry-prior").aliases.values()) >= {"2"}
+
 
 def test_without_mlflow_the_register_task_is_skipped(
     airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from site_tasks import server
 from site_tasks.federation import FederationConfig, load_federation
-from site_tasks.storage import Keys, S3Store
+from site_tasks.storage import S3Store
 from site_tasks.train import train
 from site_tasks.validate import validate
 
@@ -65,11 +65,6 @@ def aggregate(path: Path, run: str, round_: int) -> dict[str, float]:
     """Aggregate the round under the quorum; return each contributing site's weight w_k."""
     config, store = configure(path, run)
     return dict(server.aggregate(config, store, round_).weights)
-
-
-def prior_key(path: Path, run: str, round_: int) -> str:
-    config, _ = configure(path, run)
-    return Keys.of(config).prior(round_)[1]
 
 
 def evaluate_site(path: Path, run: str, site: str) -> float:

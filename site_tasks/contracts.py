@@ -17,11 +17,12 @@ Great Expectations (3 s to import) and pandas are imported inside the functions 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -96,6 +97,8 @@ class ValidationSummary:
     rows: Mapping[str, int]
     results: tuple[ExpectationResult, ...]
     errors: tuple[str, ...]
+    sha256: Mapping[str, str] = field(default_factory=dict)
+    """The data version: a SHA-256 per file, so a registered model names the data it saw."""
 
     def to_json(self) -> str:
         body = {
@@ -105,6 +108,7 @@ class ValidationSummary:
             "rows": dict(self.rows),
             "results": [asdict(r) for r in self.results],
             "errors": list(self.errors),
+            "sha256": dict(self.sha256),
         }
         return json.dumps(body, indent=2, allow_nan=False)
 
@@ -118,6 +122,7 @@ class ValidationSummary:
             rows={str(k): int(v) for k, v in body["rows"].items()},
             results=tuple(ExpectationResult(**r) for r in body["results"]),
             errors=tuple(str(e) for e in body["errors"]),
+            sha256={str(k): str(v) for k, v in body.get("sha256", {}).items()},
         )
 
 
@@ -211,14 +216,23 @@ def validate_site(site: str, folder: Path, contract: str | Contract) -> Validati
     rows: dict[str, int] = {}
     results: list[ExpectationResult] = []
     errors: list[str] = []
+    digests: dict[str, str] = {}
     for name in spec.files:
+        if (folder / name).is_file():
+            digests[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
         checked = _check_file(site, folder / name, spec, rules)
         if checked.rows is not None:
             rows[name] = checked.rows
         results += checked.results
         errors += checked.errors
     return ValidationSummary(
-        site, spec.name, not errors, MappingProxyType(rows), tuple(results), tuple(errors)
+        site,
+        spec.name,
+        not errors,
+        MappingProxyType(rows),
+        tuple(results),
+        tuple(errors),
+        MappingProxyType(digests),
     )
 
 

@@ -131,6 +131,7 @@ def register(
                     tags = {
                         **base_tags,
                         "site": site,
+                        "data_version": json.dumps(validation.get("sha256", {}), sort_keys=True),
                         "validation": json.dumps(
                             {"success": validation.get("success"), "rows": validation.get("rows")}
                         ),

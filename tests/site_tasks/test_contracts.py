@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -273,7 +274,10 @@ def test_summary_json_round_trip(site: Path) -> None:
     text = summary.to_json()
     assert ValidationSummary.from_json(text) == summary
     body = json.loads(text)
-    assert set(body) == {"site", "contract", "success", "rows", "results", "errors"}
+    assert set(body) == {"site", "contract", "success", "rows", "results", "errors", "sha256"}
+    # the data version: one SHA-256 per file, nothing else about the file
+    assert set(body["sha256"]) == {"train.csv"}
+    assert re.fullmatch(r"[0-9a-f]{64}", body["sha256"]["train.csv"])
     fields = {"file", "expectation", "column", "success", "unexpected_count", "unexpected_percent"}
     assert all(set(r) == fields for r in body["results"])
 

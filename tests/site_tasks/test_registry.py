@@ -48,6 +48,13 @@ def test_register_runs_models_and_gate(
     version = client.get_model_version("fedmap-synthetic-label-skew-site-01", "1")
     assert version.tags["dag_run_id"] == "dag-run-1" and version.tags["code_version"] == "abc123"
     assert json.loads(version.tags["validation"])["success"] is True
+    import hashlib
+
+    data = config.site("site-01").data
+    assert json.loads(version.tags["data_version"]) == {
+        name: hashlib.sha256((data / name).read_bytes()).hexdigest()
+        for name in ("train.csv", "val.csv")
+    }
     info = mlflow.models.get_model_info("models:/fedmap-synthetic-label-skew-prior@champion")
     assert info.signature is not None and info.signature.inputs is not None
     children = client.search_runs(

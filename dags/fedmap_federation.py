@@ -50,7 +50,6 @@ def _run_id() -> str:
 
 def build(plan: FederationPlan) -> Any:
     path = str(plan.path)
-    contributors = tuple(s.name for s in plan.tier(1))
 
     @dag(
         dag_id=f"fedmap_{plan.name}",
@@ -92,11 +91,11 @@ def build(plan: FederationPlan) -> Any:
         for t in range(1, plan.rounds + 1):
             with TaskGroup(f"round_{t}"):
                 trains = []
-                for name in contributors:
+                for contributor in plan.tier(1):
 
                     @task(
-                        task_id=f"train_{name}",
-                        queue=next(s.queue for s in plan.sites if s.name == name),
+                        task_id=f"train_{contributor.name}",
+                        queue=contributor.queue,
                         retries=RETRIES,
                         retry_delay=RETRY_DELAY,
                         retry_exponential_backoff=True,
@@ -107,8 +106,8 @@ def build(plan: FederationPlan) -> Any:
 
                         return rounds.train_site(Path(path), _run_id(), name, round_)
 
-                    step = train(name, t)
-                    validated[name] >> step
+                    step = train(contributor.name, t)
+                    validated[contributor.name] >> step
                     previous >> step
                     trains.append(step)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from fedmap.algorithms import FedMAP, build_algorithm
 from fedmap.config import ConfigError, from_mapping
 from fedmap.training import LocalTraining
-from site_tasks.plan import PlanError, check_name, read_plan, read_yaml
+from site_tasks.plan import PlanError, check_name, plan_of, read_yaml
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,9 @@ class FederationConfig:
 def load_federation(path: Path) -> FederationConfig:
     """Read and check a federation file; every problem is a ConfigError naming the key."""
     try:
-        plan = read_plan(path)
         data = read_yaml(path)
-        name, run = check_name(data["name"], "name"), check_name(data["run"], "run")
+        plan = plan_of(path, data)
+        run = check_name(data["run"], f"{path}: run")
     except PlanError as exc:
         raise ConfigError(str(exc)) from exc
     base = path.parent
@@ -98,7 +98,7 @@ def load_federation(path: Path) -> FederationConfig:
     state_dir = Path(str(data.get("state_dir", ".state/site-state")))
     try:
         return FederationConfig(
-            name=name,
+            name=plan.name,
             run=run,
             contract=contract,
             storage=from_mapping(StorageConfig, data["storage"], "storage"),

@@ -60,9 +60,9 @@ def finetune(
 
     The site never contributes: its parameters and omega stay on its own disk.
     """
-    fitted = fit_site(config, site, rounds + 1, store)
-    keep_state(config, site, rounds + 1, fitted.personal)
     ready = prepare(config, site, rounds + 1, store)
+    fitted = fit_site(config, site, rounds + 1, ready)
+    keep_state(config, site, rounds + 1, fitted.personal)
     own = score_params(ready.context, fitted.personal).as_dict()
     mean = score_params(ready.context, ready.prior).as_dict()
     return _publish(config, store, SiteEvaluation(site, 2, own, mean))

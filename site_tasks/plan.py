@@ -101,7 +101,11 @@ def _site(path: Path, name: Any, spec: Any) -> SitePlan:
 
 def read_plan(path: Path) -> FederationPlan:
     """The federation's shape; every problem is a PlanError naming the file and key."""
-    data = read_yaml(path)
+    return plan_of(path, read_yaml(path))
+
+
+def plan_of(path: Path, data: dict[str, Any]) -> FederationPlan:
+    """The shape of an already-read federation file (``read_yaml``)."""
     raw_sites = data["sites"]
     if not isinstance(raw_sites, dict) or not raw_sites:
         raise PlanError(f"{path}: sites must map each site name to {{data: FOLDER}}")

@@ -176,11 +176,8 @@ def prepare(
     return Prepared(context, on_device, {k: v.to(target) for k, v in personal.items()}, target)
 
 
-def fit_site(
-    config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
-) -> Fitted:
-    """The local MAP step of round_ at the site, checked for divergence, with its metrics."""
-    ready = prepare(config, site, round_, store, device)
+def fit_site(config: FederationConfig, site: str, round_: int, ready: Prepared) -> Fitted:
+    """The local MAP step of round_ at a prepared site, checked for divergence, with its metrics."""
     target = ready.device
     detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
     log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
@@ -211,7 +208,7 @@ def train(
     Idempotent: theta_k starts from the site's own state after round_ - 1 (or the prior in round 1)
     and shuffles with ``round_seed``, so a re-run writes the same keys with the same bytes.
     """
-    fitted = fit_site(config, site, round_, store, device)
+    fitted = fit_site(config, site, round_, prepare(config, site, round_, store, device))
     theta = fitted.update.params
     blob = encode_params(theta)
     manifest = make_manifest(

@@ -1,21 +1,30 @@
-"""The federation file: one YAML that the coordinating centre hands to every site.
+"""The federation file ``federations/<name>.yaml``: one YAML that the coordinating centre hands to
+every site and to Airflow. Its schema is documented in ``docs/federation.md``.
 
-It names the federation and run, the data contract, where the object store is, each site's data
-folder (relative paths are taken from the file's own folder), the model and how sites train.
-Credentials may be given here or, better, through the usual AWS variables
-(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), which boto3 reads when the file leaves them out.
+Sections: ``task`` (data contract, target column, model), ``algorithm`` (method, prior, sigma^2,
+rounds, local epochs, lr), ``sites`` (data folder, tier, queue), ``min_sites`` (the quorum),
+``schedule``, ``storage`` and ``mlflow``. Settings left out of ``storage`` and ``mlflow`` come
+from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3``,
+``MLFLOW_TRACKING_URI``), which the DAG fills from the Airflow connections the file names.
+Relative paths are taken from the file's own folder.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from fedmap.algorithms import FedMAP, build_algorithm
+from fedmap.algorithms import FedMAP
 from fedmap.config import ConfigError, from_mapping
+from fedmap.models import MODEL_NAMES
 from fedmap.training import LocalTraining
 from site_tasks.plan import PlanError, check_name, plan_of, read_yaml
+
+METHODS = ("fedmap",)
+PRIORS = ("gaussian",)
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,42 @@ class StorageConfig:
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    connection: str | None = None
+    """An Airflow connection (type aws) the DAG reads into the environment; see docs/federation.md."""
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str | None = None
+    """None: $MLFLOW_TRACKING_URI; registration is skipped when neither is set."""
+    connection: str | None = None
+    """An Airflow connection whose host (or URI) is the tracking server."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What is learnt: the contract (a suite in expectations/), its target column and the model."""
+
+    contract: str
+    target: str = "label"
+    model: str = "mlp"
+    n_features: int = 30
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """How it is learnt: FedMAP's prior and sigma^2, the rounds, and each site's local step."""
+
+    method: str = "fedmap"
+    prior: str = "gaussian"
+    variance: float = 1.0
+    input_variance: float | None = math.inf
+    weighting: str = "omega"
+    rounds: int = 1
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.01
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +85,8 @@ class SiteConfig:
     data: Path
     tier: int = 1
     queue: str = "default"
+    output: Path | None = None
+    """Tier 3: the folder predictions are written to."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +106,8 @@ class FederationConfig:
     rounds: int = 1
     min_sites: int = 1
     """The quorum: a round needs at least this many accepted updates."""
+    target: str = "label"
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def site(self, name: str) -> SiteConfig:
         if name not in self.sites:
@@ -68,49 +117,106 @@ class FederationConfig:
         return self.sites[name]
 
 
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _task(data: Mapping[str, Any]) -> TaskConfig:
+    from site_tasks.contracts import CONTRACTS  # light: GX loads only when validating
+
+    task = from_mapping(TaskConfig, data, "task")
+    _check(
+        task.contract in CONTRACTS,
+        f"task.contract must be one of {', '.join(CONTRACTS)}, got {task.contract!r}",
+    )
+    label = CONTRACTS[task.contract].label
+    _check(
+        task.target == label,
+        f"task.target must be the target column of contract {task.contract!r} ({label!r}), "
+        f"got {task.target!r}",
+    )
+    _check(
+        task.model in MODEL_NAMES,
+        f"task.model must be one of {', '.join(MODEL_NAMES)}, got {task.model!r}",
+    )
+    _check(
+        isinstance(task.n_features, int) and task.n_features > 0,
+        f"task.n_features must be a positive integer, got {task.n_features!r}",
+    )
+    return task
+
+
+def _algorithm(data: Mapping[str, Any] | None) -> tuple[AlgorithmConfig, FedMAP, LocalTraining]:
+    algo = from_mapping(AlgorithmConfig, data, "algorithm")
+    _check(
+        algo.method in METHODS,
+        f"algorithm.method must be one of {', '.join(METHODS)} in a federation, got "
+        f"{algo.method!r} (the simulator compares the others: fedmap simulate --methods)",
+    )
+    _check(
+        algo.prior in PRIORS,
+        f"algorithm.prior must be one of {', '.join(PRIORS)}, got {algo.prior!r}",
+    )
+    _check(
+        isinstance(algo.seed, int) and not isinstance(algo.seed, bool),
+        f"algorithm.seed must be an integer, got {algo.seed!r}",
+    )
+    try:
+        method = FedMAP(
+            variance=float(algo.variance),
+            input_variance=None if algo.input_variance is None else float(algo.input_variance),
+            weighting=algo.weighting,  # type: ignore[arg-type]  # checked by FedMAP
+        )
+        training = LocalTraining(epochs=algo.epochs, batch_size=algo.batch_size, lr=algo.lr)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"algorithm: {exc}") from exc
+    return algo, method, training
+
+
 def load_federation(path: Path) -> FederationConfig:
     """Read and check a federation file; every problem is a ConfigError naming the key."""
     try:
         data = read_yaml(path)
         plan = plan_of(path, data)
-        run = check_name(data["run"], f"{path}: run")
+        run = check_name(data.get("run", "manual"), f"{path}: run")
     except PlanError as exc:
         raise ConfigError(str(exc)) from exc
     base = path.parent
-    sites = {s.name: SiteConfig((base / s.data).resolve(), s.tier, s.queue) for s in plan.sites}
-    try:
-        method = build_algorithm("fedmap", data.get("fedmap"))
-    except ValueError as exc:
-        raise ConfigError(f"{path}: fedmap: {exc}") from exc
-    assert isinstance(method, FedMAP)
-    from site_tasks.contracts import CONTRACTS  # light: GX loads only when validating
-
-    contract = data["contract"]
-    if contract not in CONTRACTS:
-        raise ConfigError(
-            f"{path}: contract must be one of {', '.join(CONTRACTS)}, got {contract!r}"
+    sites = {
+        s.name: SiteConfig(
+            (base / s.data).resolve(),
+            s.tier,
+            s.queue,
+            (base / s.output).resolve() if s.output else None,
         )
-    seed, device = data.get("seed", 0), data.get("device", "auto")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"{path}: seed must be an integer, got {seed!r}")
-    if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
-        raise ConfigError(f"{path}: device must be cpu, cuda or auto, got {device!r}")
+        for s in plan.sites
+    }
+    device = data.get("device", "auto")
     state_dir = Path(str(data.get("state_dir", ".state/site-state")))
     try:
+        task = _task(data["task"])
+        algo, method, training = _algorithm(data.get("algorithm"))
+        _check(
+            isinstance(device, str) and (device in ("auto", "cpu") or device.startswith("cuda")),
+            f"device must be cpu, cuda or auto, got {device!r}",
+        )
         return FederationConfig(
             name=plan.name,
             run=run,
-            contract=contract,
+            contract=task.contract,
             storage=from_mapping(StorageConfig, data["storage"], "storage"),
             sites=sites,
-            model=from_mapping(ModelConfig, data.get("model"), "model"),
-            training=from_mapping(LocalTraining, data.get("training"), "training"),
+            model=ModelConfig(task.model, task.n_features),
+            training=training,
             method=method,
             device=device,
-            seed=seed,
+            seed=algo.seed,
             state_dir=state_dir if state_dir.is_absolute() else (base / state_dir).resolve(),
             rounds=plan.rounds,
             min_sites=plan.min_sites,
+            target=task.target,
+            mlflow=from_mapping(MlflowConfig, data.get("mlflow"), "mlflow"),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

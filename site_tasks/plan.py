@@ -1,8 +1,10 @@
 """The shape of a federation, read without importing torch: who takes part, at which tier, on
-which queue, for how many rounds, with what quorum and schedule.
+which queue, for how many rounds, with what quorum and schedule, and which Airflow connections
+hold the storage and MLflow settings.
 
 The DAG factory builds its task graph from this (DAG files must parse in well under a second);
-``site_tasks.federation`` reads the rest of the same file when a task runs.
+``site_tasks.federation`` reads the rest of the same file when a task runs. The schema is in
+``docs/federation.md``.
 """
 
 from __future__ import annotations
@@ -19,21 +21,19 @@ TOP_LEVEL = frozenset(
     {
         "name",
         "run",
-        "contract",
-        "storage",
+        "task",
+        "algorithm",
         "sites",
-        "model",
-        "training",
-        "fedmap",
-        "device",
-        "seed",
-        "state_dir",
-        "rounds",
         "min_sites",
         "schedule",
+        "storage",
+        "mlflow",
+        "device",
+        "state_dir",
     }
 )
-SITE_KEYS = frozenset({"data", "tier", "queue"})
+REQUIRED = ("name", "task", "storage", "sites")
+SITE_KEYS = frozenset({"data", "tier", "queue", "output"})
 TIERS = (1, 2, 3)
 
 
@@ -48,6 +48,8 @@ class SitePlan:
     tier: int = 1
     """1: trains every round and contributes; 2: fine-tunes the final prior locally; 3: inference only."""
     queue: str = "default"
+    output: str | None = None
+    """Tier 3: where predictions are written (default ``<data>/predictions``)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class FederationPlan:
     min_sites: int
     schedule: str | None
     sites: tuple[SitePlan, ...]
+    storage_connection: str | None = None
+    """An Airflow connection (type aws) holding the S3 endpoint and keys, read by each task."""
+    mlflow_connection: str | None = None
+    """An Airflow connection holding the MLflow tracking URI, read by each task."""
 
     def tier(self, tier: int) -> tuple[SitePlan, ...]:
         return tuple(s for s in self.sites if s.tier == tier)
@@ -81,9 +87,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise PlanError(
             f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(TOP_LEVEL))})"
         )
-    for key in ("name", "run", "contract", "storage", "sites"):
+    for key in REQUIRED:
         if key not in data:
             raise PlanError(f"{path}: missing key {key!r}")
+    for key in ("task", "algorithm", "storage", "mlflow"):
+        if key in data and not isinstance(data[key], dict):
+            raise PlanError(f"{path}: {key} must be a mapping, got {data[key]!r}")
     return data
 
 
@@ -91,12 +100,22 @@ def _site(path: Path, name: Any, spec: Any) -> SitePlan:
     where = f"{path}: sites.{name}"
     check_name(name, f"{path}: sites.{name}")
     if not isinstance(spec, dict) or "data" not in spec or not set(spec) <= SITE_KEYS:
-        raise PlanError(f"{where} must be {{data: FOLDER, tier: 1|2|3, queue: NAME}}, got {spec!r}")
+        raise PlanError(
+            f"{where} must be {{data: FOLDER, tier: 1|2|3, queue: NAME, output: FOLDER}}, got {spec!r}"
+        )
     tier = spec.get("tier", 1)
     if tier not in TIERS:
         raise PlanError(f"{where}.tier must be 1, 2 or 3, got {tier!r}")
     queue = check_name(spec.get("queue", "default"), f"{where}.queue")
-    return SitePlan(str(name), str(spec["data"]), int(tier), queue)
+    output = spec.get("output")
+    if output is not None and (tier != 3 or not isinstance(output, str)):
+        raise PlanError(f"{where}.output is a folder, and only tier-3 sites write predictions")
+    return SitePlan(str(name), str(spec["data"]), int(tier), queue, output)
+
+
+def _connection(path: Path, data: dict[str, Any], section: str) -> str | None:
+    value = data.get(section, {}).get("connection")
+    return None if value is None else check_name(value, f"{path}: {section}.connection")
 
 
 def read_plan(path: Path) -> FederationPlan:
@@ -110,9 +129,9 @@ def plan_of(path: Path, data: dict[str, Any]) -> FederationPlan:
     if not isinstance(raw_sites, dict) or not raw_sites:
         raise PlanError(f"{path}: sites must map each site name to {{data: FOLDER}}")
     sites = tuple(_site(path, name, spec) for name, spec in raw_sites.items())
-    rounds, min_sites = data.get("rounds", 1), data.get("min_sites", 1)
-    if not isinstance(rounds, int) or rounds < 1:
-        raise PlanError(f"{path}: rounds must be a positive integer, got {rounds!r}")
+    rounds, min_sites = data.get("algorithm", {}).get("rounds", 1), data.get("min_sites", 1)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise PlanError(f"{path}: algorithm.rounds must be a positive integer, got {rounds!r}")
     contributors = sum(s.tier == 1 for s in sites)
     if not isinstance(min_sites, int) or not 1 <= min_sites <= max(contributors, 1):
         raise PlanError(
@@ -122,5 +141,12 @@ def plan_of(path: Path, data: dict[str, Any]) -> FederationPlan:
     if schedule is not None and not isinstance(schedule, str):
         raise PlanError(f"{path}: schedule must be a cron expression or preset such as '@weekly'")
     return FederationPlan(
-        path, check_name(data["name"], f"{path}: name"), rounds, min_sites, schedule, sites
+        path,
+        check_name(data["name"], f"{path}: name"),
+        rounds,
+        min_sites,
+        schedule,
+        sites,
+        _connection(path, data, "storage"),
+        _connection(path, data, "mlflow"),
     )

@@ -187,7 +187,14 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
     from fedmap.data import write_site
     from fedmap.synthetic import generate
 
-    def make(n_sites: int = 3, n_train: int = 240, n_val: int = 80, **overrides: object) -> Path:
+    def make(
+        n_sites: int = 3,
+        n_train: int = 240,
+        n_val: int = 80,
+        rounds: int = 1,
+        min_sites: int = 1,
+        **overrides: object,
+    ) -> Path:
         data_root = tmp_path / "hospital-data"
         sites = {}
         for split in generate("label-skew", 0)[:n_sites]:
@@ -204,7 +211,17 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
         config = {
             "name": "synthetic-label-skew",
             "run": "test-run",
-            "contract": "synthetic",
+            "task": {"contract": "synthetic", "target": "label", "model": "mlp", "n_features": 30},
+            "algorithm": {
+                "method": "fedmap",
+                "prior": "gaussian",
+                "variance": 1.0,
+                "rounds": rounds,
+                "epochs": 1,
+                "batch_size": 32,
+                "lr": 0.01,
+            },
+            "min_sites": min_sites,
             "storage": {
                 "bucket": bucket,
                 "endpoint_url": s3_server.url,
@@ -212,9 +229,6 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
                 "secret_access_key": s3_server.secret_key,
             },
             "sites": sites,
-            "model": {"name": "mlp", "n_features": 30},
-            "training": {"epochs": 1, "batch_size": 32, "lr": 0.01},
-            "fedmap": {"variance": 1.0},
             "device": "cpu",
             "state_dir": "site-state",
             **overrides,

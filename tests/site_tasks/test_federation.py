@@ -15,7 +15,7 @@ from site_tasks.federation import load_federation
 BASE: dict[str, object] = {
     "name": "fed",
     "run": "run-1",
-    "contract": "synthetic",
+    "task": {"contract": "synthetic"},
     "storage": {"bucket": "b", "endpoint_url": "http://127.0.0.1:1"},
     "sites": {"site-01": {"data": "data/site-01"}},
 }
@@ -37,10 +37,15 @@ def test_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> None:
 
 
 def test_fedmap_options_and_training_are_read(tmp_path: Path) -> None:
-    body = {**BASE, "fedmap": {"variance": 15.0, "input_variance": None}, "training": {"lr": 0.001}}
+    body = {
+        **BASE,
+        "algorithm": {"variance": 15.0, "input_variance": None, "lr": 0.001, "rounds": 3},
+        "task": {"contract": "synthetic", "model": "logreg", "n_features": 30},
+    }
     config = load_federation(write(tmp_path, body))
     assert config.method.variance == 15.0 and config.method.input_variance is None
     assert config.training.lr == 0.001 and config.training.epochs == 1
+    assert config.rounds == 3 and config.model.name == "logreg" and config.target == "label"
 
 
 @pytest.mark.parametrize(
@@ -48,8 +53,12 @@ def test_fedmap_options_and_training_are_read(tmp_path: Path) -> None:
     [
         ({"extra": 1}, "unknown key"),
         ({"storage": {"bucket": "b", "endpont_url": "x"}}, r"storage\.endpont_url"),
-        ({"fedmap": {"varaince": 1}}, "varaince"),
-        ({"training": {"lr": -1}}, "training"),
+        ({"algorithm": {"varaince": 1}}, r"algorithm\.varaince"),
+        ({"algorithm": {"lr": -1}}, "algorithm"),
+        ({"fedmap": {"variance": 1}}, "unknown key"),
+        ({"task": {"contract": "synthetic", "modle": "mlp"}}, r"task\.modle"),
+        ({"mlflow": {"tracking_url": "x"}}, r"mlflow\.tracking_url"),
+        ({"task": "synthetic"}, "task must be a mapping"),
         ({"run": "bad name!"}, "run must be"),
         ({"sites": {"site 01": {"data": "x"}}}, "sites.site 01"),
         ({"sites": {"site-01": "x"}}, r"sites\.site-01 must be"),
@@ -63,8 +72,8 @@ def test_errors_name_the_key(tmp_path: Path, change: dict[str, object], message:
 
 def test_missing_required_key_and_unknown_site(tmp_path: Path) -> None:
     body = dict(BASE)
-    del body["contract"]
-    with pytest.raises(ConfigError, match="missing key 'contract'"):
+    del body["task"]
+    with pytest.raises(ConfigError, match="missing key 'task'"):
         load_federation(write(tmp_path, body))
     config = load_federation(write(tmp_path, BASE))
     with pytest.raises(ConfigError, match="site 'site-09' is not in federation 'fed'"):
@@ -74,10 +83,17 @@ def test_missing_required_key_and_unknown_site(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"contract": "synthetc"}, "contract must be one of synthetic"),
-        ({"seed": "abc"}, "seed must be an integer"),
+        ({"task": {"contract": "synthetc"}}, "task.contract must be one of synthetic"),
+        ({"task": {"contract": "synthetic", "target": "y"}}, "task.target must be"),
+        ({"task": {"contract": "synthetic", "model": "cnn"}}, "task.model must be one of"),
+        ({"algorithm": {"method": "fedavg"}}, "algorithm.method must be one of fedmap"),
+        ({"algorithm": {"prior": "icnn"}}, "algorithm.prior must be one of gaussian"),
+        ({"algorithm": {"seed": "abc"}}, "algorithm.seed must be an integer"),
+        ({"algorithm": {"weighting": "votes"}}, "weighting must be one of"),
         ({"device": "gpu"}, "device must be cpu, cuda or auto"),
-        ({"rounds": 0}, "rounds must be a positive integer"),
+        ({"algorithm": {"rounds": 0}}, "algorithm.rounds must be a positive integer"),
+        ({"sites": {"site-01": {"data": "x", "output": "y"}}}, "only tier-3 sites"),
+        ({"storage": {"bucket": "b", "connection": "bad id!"}}, "storage.connection must be"),
         ({"min_sites": 5}, "min_sites must be between 1 and the 1 tier-1 sites"),
         ({"sites": {"site-01": {"data": "x", "tier": 4}}}, "tier must be 1, 2 or 3"),
     ],

@@ -16,8 +16,14 @@ The graph of a run:
 6. ``register``: one MLflow parent run per DAG run with a nested run per site (metrics per
    round), registered models ``fedmap-<name>-<site>`` and ``fedmap-<name>-prior``, and the gate:
    the new prior is ``champion`` unless its mean validation accuracy is more than
-   ``$FEDMAP_GATE_TOLERANCE`` below the champion's (then ``challenger``). Skipped when
-   ``$MLFLOW_TRACKING_URI`` is not set.
+   ``$FEDMAP_GATE_TOLERANCE`` below the champion's (then ``challenger``). Skipped when no MLflow
+   server is configured (``mlflow`` in the file, its connection, or ``$MLFLOW_TRACKING_URI``).
+7. ``release``: when the new prior became ``champion``, it updates the Asset
+   ``fedmap-<name>-prior-champion``, which schedules ``fedmap_<name>_inference``: every tier-3
+   site scores its ``score.csv`` with the champion (no training; only counts leave the site).
+
+Storage and MLflow settings the file leaves out come from the Airflow connections it names
+(``storage.connection``, ``mlflow.connection``), put into each task's environment.
 
 Task bodies are a few lines over ``site_tasks.rounds``; torch and friends load inside tasks only.
 """
@@ -25,12 +31,14 @@ Task bodies are a few lines over ``site_tasks.rounds``; torch and friends load i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import TaskGroup, dag, get_current_context, task
+from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from site_tasks.plan import FederationPlan, read_plan
@@ -46,6 +54,47 @@ GATE_TOLERANCE = float(os.environ.get("FEDMAP_GATE_TOLERANCE", "0.01"))
 
 def _run_id() -> str:
     return str(get_current_context()["run_id"])
+
+
+def _environment(plan: FederationPlan) -> dict[str, str]:
+    """The federation's Airflow connections as the variables boto3 and MLflow read."""
+    from airflow.sdk import Connection
+
+    env: dict[str, str] = {}
+    if plan.storage_connection:
+        s3 = Connection.get(plan.storage_connection)
+        extra = s3.extra_dejson
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", s3.login),
+            ("AWS_SECRET_ACCESS_KEY", s3.password),
+            ("AWS_ENDPOINT_URL_S3", extra.get("endpoint_url") or s3.host),
+        ):
+            if value:
+                env[name] = str(value)
+    if plan.mlflow_connection:
+        server = Connection.get(plan.mlflow_connection)
+        host = str(server.host or "")
+        if "://" not in host:
+            port = f":{server.port}" if server.port else ""
+            host = f"{server.schema or 'http'}://{host}{port}"
+        env["MLFLOW_TRACKING_URI"] = host
+    return env
+
+
+@contextmanager
+def settings(plan: FederationPlan) -> Iterator[None]:
+    """Run a task body with the federation's connections in its environment, then restore it."""
+    env = _environment(plan)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build(plan: FederationPlan) -> Any:
@@ -66,7 +115,8 @@ def build(plan: FederationPlan) -> Any:
         def start() -> str:
             from site_tasks import rounds
 
-            return rounds.start(Path(path), _run_id())
+            with settings(plan):
+                return rounds.start(Path(path), _run_id())
 
         begin = start()
         validated = {}
@@ -80,7 +130,8 @@ def build(plan: FederationPlan) -> Any:
                     from site_tasks import rounds
 
                     try:
-                        return rounds.validate_site(Path(path), _run_id(), name)
+                        with settings(plan):
+                            return rounds.validate_site(Path(path), _run_id(), name)
                     except rounds.SiteExcluded as exc:
                         raise AirflowSkipException(f"{name} excluded from this run: {exc}") from exc
 
@@ -104,7 +155,8 @@ def build(plan: FederationPlan) -> Any:
                     def train(name: str, round_: int) -> str:
                         from site_tasks import rounds
 
-                        return rounds.train_site(Path(path), _run_id(), name, round_)
+                        with settings(plan):
+                            return rounds.train_site(Path(path), _run_id(), name, round_)
 
                     step = train(contributor.name, t)
                     validated[contributor.name] >> step
@@ -115,7 +167,8 @@ def build(plan: FederationPlan) -> Any:
                 def aggregate(round_: int) -> dict[str, float]:
                     from site_tasks import rounds
 
-                    return rounds.aggregate(Path(path), _run_id(), round_)
+                    with settings(plan):
+                        return rounds.aggregate(Path(path), _run_id(), round_)
 
                 done = aggregate(t)
                 trains >> done
@@ -134,9 +187,10 @@ def build(plan: FederationPlan) -> Any:
                 def finalise(name: str, tier: int) -> float:
                     from site_tasks import rounds
 
-                    if tier == 1:
-                        return rounds.evaluate_site(Path(path), _run_id(), name)
-                    return rounds.finetune_site(Path(path), _run_id(), name)
+                    with settings(plan):
+                        if tier == 1:
+                            return rounds.evaluate_site(Path(path), _run_id(), name)
+                        return rounds.finetune_site(Path(path), _run_id(), name)
 
                 step = finalise(site.name, site.tier)
                 previous >> step
@@ -148,15 +202,84 @@ def build(plan: FederationPlan) -> Any:
             """Parent and nested MLflow runs, registered models, and the champion gate."""
             from site_tasks import rounds
 
-            if not os.environ.get("MLFLOW_TRACKING_URI"):
-                raise AirflowSkipException("MLFLOW_TRACKING_URI is not set: nothing registered")
-            return rounds.register_run(Path(path), _run_id(), GATE_TOLERANCE)
+            with settings(plan):
+                result = rounds.register_run(Path(path), _run_id(), GATE_TOLERANCE)
+            if result is None:
+                raise AirflowSkipException("no MLflow server configured: nothing registered")
+            return result
 
-        finals >> register()
+        @task(outlets=[champion_asset(plan)])
+        def release(result: dict[str, str]) -> str:
+            """Announce a new champion prior; the tier-3 inference DAG is scheduled on it."""
+            if result.get("alias") != "champion":
+                raise AirflowSkipException(f"no new champion: {result.get('reason')}")
+            return f"{result['model']}@champion is version {result['prior_version']}"
+
+        registered = register()
+        finals >> registered
+        release(registered)  # type: ignore[arg-type]  # an XComArg resolves to the dict
 
     return federation()
+
+
+def champion_asset(plan: FederationPlan) -> Asset:
+    """Updated whenever the federation's prior gets a new champion version."""
+    return Asset(
+        name=f"fedmap-{plan.name}-prior-champion",
+        uri=f"mlflow-model://fedmap-{plan.name}-prior/champion",
+        group="model",
+    )
+
+
+INFERENCE_DOC = """Tier-3 inference for one federation: ``score.<site>`` for each tier-3 site.
+
+Runs when ``fedmap_<name>`` releases a new champion prior (the Asset
+``fedmap-<name>-prior-champion``), or by hand. Each site validates ``reference.csv`` and
+``score.csv`` against the contract (features only), loads
+``models:/fedmap-<name>-prior@champion`` (safetensors, checked against its checksum tag),
+standardises with its own reference rows, and writes ``predictions_<model>_v<version>.csv`` to its
+output folder. No training; only counts leave the site. One site's failure does not stop another.
+"""
+
+
+def build_inference(plan: FederationPlan) -> Any:
+    path = str(plan.path)
+
+    @dag(
+        dag_id=f"fedmap_{plan.name}_inference",
+        schedule=[champion_asset(plan)],
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["fedmap", f"federation:{plan.name}", "tier-3"],
+        doc_md=INFERENCE_DOC,
+        default_args={"retries": 0},
+    )
+    def inference() -> None:
+        with TaskGroup("score"):
+            for site in plan.tier(3):
+
+                @task(
+                    task_id=site.name,
+                    queue=site.queue,
+                    retries=RETRIES,
+                    retry_delay=RETRY_DELAY,
+                    retry_exponential_backoff=True,
+                    execution_timeout=TRAIN_TIMEOUT,
+                )
+                def score(name: str) -> dict[str, int | str]:
+                    from site_tasks import rounds
+
+                    with settings(plan):
+                        return rounds.score_site(Path(path), _run_id(), name)
+
+                score(site.name)
+
+    return inference()
 
 
 for _file in sorted(FEDERATIONS.glob("*.yaml")):
     _plan = read_plan(_file)
     globals()[f"fedmap_{_plan.name}"] = build(_plan)
+    if _plan.tier(3):
+        globals()[f"fedmap_{_plan.name}_inference"] = build_inference(_plan)

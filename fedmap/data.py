@@ -59,17 +59,29 @@ def feature_names(n_features: int) -> list[str]:
     return [f"x{j:02d}" for j in range(n_features)]
 
 
-def standardise(split: SiteSplit, device: torch.device | str = "cpu") -> SiteData:
-    """z = (x - mean_train) / std_train, with the statistics of the site's training rows only.
+@dataclass(frozen=True)
+class Standardiser:
+    """z = (x - mean) / std with statistics fit on one site's own reference rows."""
 
-    Constant columns get a unit scale so they map to zero instead of NaN.
-    """
-    mean = split.x_train.mean(axis=0)
-    std = split.x_train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]
+
+    @staticmethod
+    def fit(x: NDArray[np.float64]) -> Standardiser:
+        """mean and std per column; a constant column gets a unit scale (it maps to 0, not NaN)."""
+        std = x.std(axis=0)
+        return Standardiser(x.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def __call__(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray((x - self.mean) / self.std, dtype=np.float64)
+
+
+def standardise(split: SiteSplit, device: torch.device | str = "cpu") -> SiteData:
+    """z = (x - mean_train) / std_train, with the statistics of the site's training rows only."""
+    scale = Standardiser.fit(split.x_train)
 
     def tensor(x: NDArray[np.float64]) -> Tensor:
-        return torch.as_tensor((x - mean) / std, dtype=torch.float32, device=device)
+        return torch.as_tensor(scale(x), dtype=torch.float32, device=device)
 
     def labels(y: NDArray[np.int64]) -> Tensor:
         return torch.as_tensor(y, dtype=torch.float32, device=device)
@@ -127,6 +139,39 @@ def _read_csv(path: Path) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(f"{path}: column {LABEL!r} must hold only 0 and 1")
     return table[:, :-1], y.astype(np.int64)
+
+
+def read_features(path: Path, n_features: int) -> NDArray[np.float64]:
+    """A features-only file (a tier-3 site's ``reference.csv`` or ``score.csv``): the header
+    ``x00 .. x<d-1>`` and one number per cell. Errors name the file, row and column, never a cell.
+    """
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or not rows[0]:
+        raise ValueError(f"{path}: empty file")
+    header = [h.strip() for h in rows[0]]
+    if header != feature_names(n_features):
+        raise ValueError(
+            f"{path}: the header must be the {n_features} features x00..x{n_features - 1:02d}"
+        )
+    table = np.empty((len(rows) - 1, n_features))
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != n_features:
+            raise ValueError(f"{path}: row {i} has {len(row)} cells, the header {n_features}")
+        for j, cell in enumerate(row):
+            try:
+                table[i - 2, j] = float(cell)
+            except ValueError:
+                raise ValueError(f"{path}: row {i}, column {header[j]!r}: not a number") from None
+    return table
+
+
+def write_features(path: Path, x: NDArray[np.float64]) -> None:
+    """Write a features-only file through a temporary file and rename."""
+    tmp = path.with_suffix(".csv.tmp")
+    header = ",".join(feature_names(x.shape[1]))
+    np.savetxt(tmp, x, delimiter=",", header=header, comments="", fmt="%.10g")
+    os.replace(tmp, path)
 
 
 def read_site(folder: Path) -> SiteSplit:

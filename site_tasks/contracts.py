@@ -22,7 +22,7 @@ import json
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -56,6 +56,17 @@ class Contract:
     label: str  # the target column
     files: tuple[str, ...] = ("train.csv", "val.csv")
     na_values: tuple[str, ...] = ()  # read as missing, on top of pandas' defaults ("", "NA", ...)
+    scoring: bool = False
+    """Tier 3: files hold features only; rules on the target and on row counts are dropped."""
+
+
+SCORING_FILES = ("reference.csv", "score.csv")
+
+
+def scoring_contract(contract: str | Contract) -> Contract:
+    """The contract as a tier-3 site applies it: ``reference.csv`` and ``score.csv`` hold the
+    feature columns in the contract's order, without the target."""
+    return replace(contract_named(contract), files=SCORING_FILES, scoring=True)
 
 
 CONTRACTS: Mapping[str, Contract] = MappingProxyType(
@@ -165,13 +176,30 @@ def _quiet_gx() -> None:
         import great_expectations  # noqa: F401
 
 
+def _without_target(body: dict[str, Any], label: str) -> dict[str, Any]:
+    """The suite minus every rule on the target and the row-count rule (a clinic may score a
+    handful of patients); the ordered column list loses the target."""
+    kept = []
+    for expectation in body.get("expectations", []):
+        kwargs = expectation.get("kwargs", {})
+        if kwargs.get("column") == label or expectation.get("type") == ROWS_RULE:
+            continue
+        if expectation.get("type") == COLUMNS_RULE:
+            columns = [c for c in kwargs["column_list"] if c != label]
+            expectation = {**expectation, "kwargs": {**kwargs, "column_list": columns}}
+        kept.append(expectation)
+    return {**body, "name": f"{body.get('name', 'suite')}-scoring", "expectations": kept}
+
+
 @cache
-def _rules(path: Path) -> _Rules:
+def _rules(path: Path, without: str | None = None) -> _Rules:
+    """The suite at path; ``without`` names a target column to leave out (tier-3 files)."""
     _quiet_gx()
     import great_expectations as gx
 
     with path.open() as f:
-        suite = gx.ExpectationSuite(**json.load(f))
+        body = json.load(f)
+    suite = gx.ExpectationSuite(**(_without_target(body, without) if without else body))
     columns: tuple[str, ...] = ()
     numeric: set[str] = set()
     order: dict[tuple[str, str | None], int] = {}
@@ -199,6 +227,15 @@ def _batch_definition() -> BatchDefinition[Any]:
     return source.add_dataframe_asset("file").add_batch_definition_whole_dataframe("whole file")
 
 
+def feature_columns(contract: str | Contract) -> tuple[str, ...]:
+    """The contract's ordered columns without its target, read from the suite's JSON (no GX)."""
+    spec = contract_named(contract)
+    for expectation in json.loads(spec.suite_path.read_text()).get("expectations", []):
+        if expectation.get("type") == COLUMNS_RULE:
+            return tuple(c for c in expectation["kwargs"]["column_list"] if c != spec.label)
+    return ()
+
+
 def contract_named(contract: str | Contract) -> Contract:
     """The registered contract of that name (a Contract passes through); unknown is a ValueError."""
     if isinstance(contract, Contract):
@@ -212,7 +249,7 @@ def validate_site(site: str, folder: Path, contract: str | Contract) -> Validati
     """Check every file of ``folder`` against the contract. Bad data never raises: it yields
     ``success=False`` and one error per broken rule, naming site, file, column and rule."""
     spec = contract_named(contract)
-    rules = _rules(spec.suite_path)
+    rules = _rules(spec.suite_path, spec.label if spec.scoring else None)
     rows: dict[str, int] = {}
     results: list[ExpectationResult] = []
     errors: list[str] = []

@@ -1,8 +1,10 @@
 """After the last round: score every model where its data lives, and fine-tune tier-2 sites.
 
 Only aggregate metrics leave a site: ``<federation>/<run>/evaluation/<site>.json`` holds the
-validation accuracy, balanced accuracy and ROC-AUC of the site's own model and of the prior mean.
-Tier-2 sites fine-tune the final prior with the same local MAP objective and keep the result.
+validation accuracy, balanced accuracy and ROC-AUC of the site's own model, of the prior mean,
+and of a local model trained on the site's data alone (the "Individual" baseline each site's
+gain is measured against). Tier-2 sites fine-tune the final prior with the same local MAP
+objective and keep the result.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+from fedmap.algorithms import Individual
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import Keys, ObjectStore
-from site_tasks.train import fit_site, keep_state, prepare, score_params
+from site_tasks.train import Prepared, fetch_prior, fit_site, keep_state, prepare, score_params
 
 log = logging.getLogger("site_tasks")
 
@@ -26,6 +29,8 @@ class SiteEvaluation:
     """The site's own model: theta_k (tier 1) or its fine-tuned model (tier 2)."""
     prior: dict[str, float]
     """The final prior mean gamma on the same validation split."""
+    local: dict[str, float]
+    """A model trained on this site's data alone with the same budget (rounds x epochs)."""
 
 
 def _publish(
@@ -34,13 +39,27 @@ def _publish(
     key = Keys.of(config).evaluation(result.site)
     store.put(key, (json.dumps(asdict(result), indent=1, sort_keys=True) + "\n").encode())
     log.info(
-        "%s: personalised accuracy %.4f, prior accuracy %.4f -> %s",
+        "%s: personalised accuracy %.4f, prior %.4f, local only %.4f -> %s",
         result.site,
         result.personalised["accuracy"],
         result.prior["accuracy"],
+        result.local["accuracy"],
         key,
     )
     return result
+
+
+def local_baseline(
+    config: FederationConfig, store: ObjectStore, ready: Prepared, rounds: int
+) -> dict[str, float]:
+    """Train alone from the round-1 prior (everyone's common start) for ``rounds`` rounds of
+    local epochs, and score on the site's validation split: what the site gets without the
+    federation. The model is discarded."""
+    _, start = fetch_prior(config, store, 1)
+    params = {k: v.to(ready.device) for k, v in start.items()}
+    for t in range(1, rounds + 1):
+        params = Individual().local_update(ready.context, params, params, t).personal
+    return score_params(ready.context, params).as_dict()
 
 
 def evaluate(
@@ -50,7 +69,8 @@ def evaluate(
     ready = prepare(config, site, rounds + 1, store)
     own = score_params(ready.context, ready.personal).as_dict()
     mean = score_params(ready.context, ready.prior).as_dict()
-    return _publish(config, store, SiteEvaluation(site, 1, own, mean))
+    local = local_baseline(config, store, ready, rounds)
+    return _publish(config, store, SiteEvaluation(site, 1, own, mean, local))
 
 
 def finetune(
@@ -65,4 +85,5 @@ def finetune(
     keep_state(config, site, rounds + 1, fitted.personal)
     own = score_params(ready.context, fitted.personal).as_dict()
     mean = score_params(ready.context, ready.prior).as_dict()
-    return _publish(config, store, SiteEvaluation(site, 2, own, mean))
+    local = local_baseline(config, store, ready, rounds)
+    return _publish(config, store, SiteEvaluation(site, 2, own, mean, local))

@@ -8,21 +8,28 @@ metrics in object storage); MLflow never sees a row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import statistics
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from fedmap.messages import decode_params
+from fedmap.messages import decode_params, encode_params
 from fedmap.models import build_model
 from fedmap.params import Params
+from site_tasks.contracts import feature_columns
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
 CHAMPION, CHALLENGER = "champion", "challenger"
-PIP_REQUIREMENTS = ["torch==2.13.0", "numpy"]
+PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "safetensors"]
+SERVED_MODEL = Path(__file__).with_name("served_model.py")
+PARAMS_FILE = "params.safetensors"
 
 
 @dataclass(frozen=True)
@@ -44,25 +51,58 @@ def _json(store: ObjectStore, key: str) -> dict[str, Any]:
     return dict(json.loads(raw)) if raw else {}
 
 
+def tracking_uri(config: FederationConfig) -> str | None:
+    """The federation's MLflow server: ``mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI."""
+    return config.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def _connect(config: FederationConfig) -> None:
+    import mlflow
+
+    uri = tracking_uri(config)
+    if uri is None:
+        raise RuntimeError(
+            f"federation {config.name!r}: no MLflow server (set mlflow.tracking_uri, "
+            "mlflow.connection or $MLFLOW_TRACKING_URI)"
+        )
+    mlflow.set_tracking_uri(uri)
+
+
 def _log_model(config: FederationConfig, params: Params, name: str, tags: dict[str, str]) -> str:
-    """Register params as a new version of model ``name``; return the version."""
+    """Register params as a new version of model ``name``; return the version.
+
+    The version is a pyfunc "model from code" (``served_model.py``) whose only artifact is the
+    parameters as safetensors: nothing in the registry is a pickle.
+    """
     import mlflow
     import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
 
     n_features = int(config.model.n_features)
     model = build_model(config.model.name, n_features)
-    model.load_state_dict(params, strict=True)
-    model.eval()
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        input_example=np.zeros((1, n_features), dtype=np.float32),
-        registered_model_name=name,
-        pip_requirements=PIP_REQUIREMENTS,
-    )
+    model.load_state_dict(params, strict=True)  # names and shapes must match the architecture
+    blob = encode_params(params)
+    columns = list(feature_columns(config.contract)) or [f"x{j:02d}" for j in range(n_features)]
+    example = pd.DataFrame(np.zeros((1, n_features)), columns=columns)
+    signature = infer_signature(example, np.zeros(1, dtype=np.float32))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / PARAMS_FILE
+        path.write_bytes(blob)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(SERVED_MODEL),
+            artifacts={"params": str(path)},
+            model_config={"model": config.model.name, "n_features": n_features},
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
-    for key, value in tags.items():
+    all_tags = {**tags, "params_sha256": hashlib.sha256(blob).hexdigest()}
+    for key, value in all_tags.items():
         client.set_model_version_tag(name, version, key, value)
     return version
 
@@ -82,6 +122,7 @@ def register(
     """
     import mlflow
 
+    _connect(config)
     keys = Keys.of(config)
     members = sorted(name for name, s in config.sites.items() if s.tier == 1)
     rounds = config.rounds
@@ -125,6 +166,10 @@ def register(
                 final = evaluations.get(site)
                 if final:
                     mlflow.log_metrics({f"final_{k}": v for k, v in final["personalised"].items()})
+                    mlflow.log_metrics({f"local_{k}": v for k, v in final.get("local", {}).items()})
+                    if "local" in final:
+                        gain = final["personalised"]["accuracy"] - final["local"]["accuracy"]
+                        mlflow.log_metric("gain_over_local_accuracy", gain)
                 blob = store.get(keys.update(rounds, site)[0])
                 if blob is not None and final:
                     validation = _json(store, keys.validation(site))
@@ -196,6 +241,7 @@ def champion_prior(config: FederationConfig, store: ObjectStore) -> tuple[Params
 
     from fedmap.messages import Manifest, MessageError, open_message, specs_of
 
+    _connect(config)
     name = model_name(config, "prior")
     client = mlflow.MlflowClient()
     try:
@@ -224,3 +270,59 @@ def champion_prior(config: FederationConfig, store: ObjectStore) -> tuple[Params
         )
         return None
     return params, f"{name}@{CHAMPION} (version {version})"
+
+
+@dataclass(frozen=True)
+class Release:
+    """The prior a tier-3 site scores with: the registry's champion, checked after download."""
+
+    name: str
+    version: str
+    params: Params
+
+
+class NoRelease(RuntimeError):
+    """The registry has no champion prior for this federation, or it fails its checks."""
+
+
+def released_prior(config: FederationConfig) -> Release:
+    """Download ``models:/fedmap-<federation>-prior@champion`` and check it before use.
+
+    Only the safetensors artifact is read (no code from the registry runs at the site): its
+    SHA-256 must match the version's ``params_sha256`` tag, and its tensors must fit this
+    federation's model by name and shape and be finite.
+    """
+    import mlflow
+    import torch
+    from mlflow.exceptions import MlflowException
+
+    _connect(config)
+    name = model_name(config, "prior")
+    client = mlflow.MlflowClient()
+    try:
+        version = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException as exc:
+        raise NoRelease(
+            f"{name} has no {CHAMPION!r} version yet: run the federation first"
+        ) from exc
+    expected = client.get_model_version(name, version).tags.get("params_sha256")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+            )
+        )
+        found = sorted(root.rglob(PARAMS_FILE))
+        if not found:
+            raise NoRelease(f"{name} version {version} has no {PARAMS_FILE} artifact")
+        blob = found[0].read_bytes()
+    if hashlib.sha256(blob).hexdigest() != expected:
+        raise NoRelease(f"{name} version {version}: {PARAMS_FILE} does not match its checksum tag")
+    params = decode_params(blob)
+    try:
+        build_model(config.model.name, config.model.n_features).load_state_dict(params, strict=True)
+    except RuntimeError as exc:
+        raise NoRelease(f"{name} version {version} does not fit model {config.model.name}") from exc
+    if not all(bool(torch.isfinite(t).all()) for t in params.values()):
+        raise NoRelease(f"{name} version {version} holds non-finite parameters")
+    return Release(name, version, params)

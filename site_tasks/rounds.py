@@ -44,15 +44,11 @@ def validate_site(path: Path, run: str, site: str) -> int:
 def start(path: Path, run: str) -> str:
     """Create the bucket if needed and write the prior of round 1: the registry's champion prior
     when MLflow is configured and has one, otherwise Algorithm 1's random-site initialisation."""
-    import os
+    from site_tasks.registry import champion_prior, tracking_uri
 
     config, store = configure(path, run)
     store.ensure_bucket()
-    warm = None
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        from site_tasks.registry import champion_prior
-
-        warm = champion_prior(config, store)
+    warm = champion_prior(config, store) if tracking_uri(config) else None
     return server.init(config, store, warm).sha256
 
 
@@ -83,6 +79,21 @@ def finetune_site(path: Path, run: str, site: str) -> float:
     return finetune(config, store, site, config.rounds).personalised["accuracy"]
 
 
+def score_site(path: Path, run: str, site: str) -> dict[str, int | str]:
+    """Tier 3: score the site's score.csv with the champion prior; return the counts."""
+    from site_tasks.score import score_site as score
+
+    config, store = configure(path, run)
+    store.ensure_bucket()
+    summary = score(config, site, store)
+    return {
+        "model": summary.model,
+        "version": summary.version,
+        "rows": summary.rows,
+        "predicted_positive": summary.predicted_positive,
+    }
+
+
 def code_version() -> str:
     """The git commit of this checkout, or $FEDMAP_CODE_VERSION where there is no git."""
     import os
@@ -103,10 +114,18 @@ def code_version() -> str:
         return "unknown"
 
 
-def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, str]:
-    """Log the run to MLflow ($MLFLOW_TRACKING_URI), register its models, apply the gate."""
-    from site_tasks.registry import register
+def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, str] | None:
+    """Log the run to MLflow, register its models, apply the gate; None without a server."""
+    from site_tasks.registry import register, tracking_uri
 
     config, store = configure(path, run)
+    if tracking_uri(config) is None:
+        return None
     result = register(config, store, run, code_version(), tolerance)
-    return {"prior_version": result.prior_version, "alias": result.alias, "reason": result.reason}
+    return {
+        "model": result.prior_model,
+        "prior_version": result.prior_version,
+        "alias": result.alias,
+        "reason": result.reason,
+        **{f"site_version.{site}": v for site, v in result.site_versions.items()},
+    }

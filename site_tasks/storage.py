@@ -65,6 +65,10 @@ class Keys:
     def validation(self, site: str) -> str:
         return f"{self.federation}/{self.run}/validation/{site}.json"
 
+    def inference(self, site: str) -> str:
+        """A tier-3 site's scoring summary (counts only)."""
+        return f"{self.federation}/{self.run}/inference/{site}.json"
+
 
 class S3Store:
     """boto3 against any S3 endpoint, with SigV4 and path-style addressing."""

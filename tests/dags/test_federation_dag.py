@@ -213,29 +213,60 @@ def test_a_site_whose_training_raises_is_tolerated_by_the_quorum(
     assert summary["missing"] == ["site-02"]
 
 
-def test_a_run_registers_its_models_in_mlflow(
+def _tier3_files(folder: Path) -> tuple[int, int]:
+    """Give a site folder a tier-3 layout: reference.csv and score.csv, features only."""
+
+    from fedmap.data import read_site, write_features
+
+    split = read_site(folder)
+    write_features(folder / "reference.csv", split.x_train)
+    write_features(folder / "score.csv", split.x_val)
+    return len(split.x_train), len(split.x_val)
+
+
+def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     airflow_db: None,
     make_federation: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
     mlflow_server: str,
+    s3_server: Any,
 ) -> None:
+    """Settings from Airflow connections; register, gate, Asset, then the inference DAG."""
     import mlflow
 
     folder = federation_folder(
-        make_federation, n_sites=2, n_train=120, n_val=40, rounds=1, min_sites=2
+        make_federation, {"site-03": 3}, n_sites=3, n_train=120, n_val=40, rounds=1, min_sites=2
     )
-    text = (
-        (folder / "synthetic-label-skew.yaml")
-        .read_text()
-        .replace("name: synthetic-label-skew", "name: dag-registry")
+    body = yaml.safe_load((folder / "synthetic-label-skew.yaml").read_text())
+    body["name"] = "dag-registry"
+    body["storage"] = {"bucket": body["storage"]["bucket"], "connection": "fedmap_s3"}
+    body["mlflow"] = {"connection": "fedmap_mlflow"}
+    (folder / "synthetic-label-skew.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    _, n_score = _tier3_files(folder.parent / "hospital-data" / "site-03")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s3_conn = {
+        "conn_type": "aws",
+        "login": s3_server.access_key,
+        "password": s3_server.secret_key,
+        "extra": {"endpoint_url": s3_server.url},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FEDMAP_S3", json.dumps(s3_conn))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FEDMAP_MLFLOW", json.dumps({"conn_type": "http", "host": mlflow_server})
     )
-    (folder / "synthetic-label-skew.yaml").write_text(text)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    dag = load_dags(folder, monkeypatch).__dict__["fedmap_dag-registry"]
+    dags = load_dags(folder, monkeypatch).__dict__
+    dag, inference = dags["fedmap_dag-registry"], dags["fedmap_dag-registry_inference"]
+    assert "round_1.train_site-03" not in dag.task_ids and "validate.site-03" not in dag.task_ids
+    assert inference.task_ids == ["score.site-03"]
+    assert "fedmap-dag-registry-prior-champion" in str(inference.timetable.asset_condition)
+    assert [o.name for o in dag.get_task("release").outlets] == [
+        "fedmap-dag-registry-prior-champion"
+    ]
     run = dag.test()
     states = _states(run)
     assert str(run.state) == "success", states
-    assert states["register"] == "success"
+    assert states["register"] == "success" and states["release"] == "success"
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the connection was scoped to the tasks
     mlflow.set_tracking_uri(mlflow_server)
     client = mlflow.MlflowClient()
     assert client.get_registered_model("fedmap-dag-registry-prior").aliases == {"champion": "1"}
@@ -243,16 +274,42 @@ def test_a_run_registers_its_models_in_mlflow(
     assert site.tags["dag_run_id"] == run.run_id
     assert len(site.tags["code_version"]) >= 7
 
-    # the next run warm-starts from the champion prior
-    second = load_dags(folder, monkeypatch).__dict__["fedmap_dag-registry"].test()
-    assert str(second.state) == "success", _states(second)
-    from fedmap.messages import Manifest
+    # tier 3: the inference DAG scores score.csv with the champion and reports counts only
+    scored = inference.test()
+    assert str(scored.state) == "success", _states(scored)
+    out = folder.parent / "hospital-data" / "site-03" / "predictions"
+    lines = (out / "predictions_fedmap-dag-registry-prior_v1.csv").read_text().splitlines()
+    assert lines[0] == "row,probability,prediction,model,version"
+    assert len(lines) == 1 + n_score
+    assert all(line.endswith(",fedmap-dag-registry-prior,1") for line in lines[1:])
     from site_tasks.federation import load_federation
     from site_tasks.rounds import run_name
     from site_tasks.storage import Keys, S3Store
 
     config = load_federation(folder / "synthetic-label-skew.yaml")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.url)
     store = S3Store(config.storage)
+    counts = json.loads(
+        store.get(Keys(config.name, run_name(scored.run_id)).inference("site-03")) or b""
+    )
+    assert counts["rows"] == n_score and counts["version"] == "1"
+    assert set(counts) == {
+        "site",
+        "model",
+        "version",
+        "rows",
+        "predicted_positive",
+        "reference_rows",
+        "predictions_file",
+    }
+
+    # the next run warm-starts from the champion prior
+    second = load_dags(folder, monkeypatch).__dict__["fedmap_dag-registry"].test()
+    assert str(second.state) == "success", _states(second)
+    from fedmap.messages import Manifest
+
     champion = client.get_model_version("fedmap-dag-registry-prior", "1").tags
     start = Manifest.from_json(
         store.get(Keys(config.name, run_name(second.run_id)).prior(1)[1]) or b""

@@ -57,6 +57,33 @@ def test_register_runs_models_and_gate(
     }
     info = mlflow.models.get_model_info("models:/fedmap-synthetic-label-skew-prior@champion")
     assert info.signature is not None and info.signature.inputs is not None
+    assert info.signature.inputs.input_names()[:2] == ["x00", "x01"]
+
+    # no pickle in the registry: the version is model code plus safetensors parameters
+    local = Path(mlflow.artifacts.download_artifacts("models:/fedmap-synthetic-label-skew-prior/1"))
+    files = sorted(p.name for p in local.rglob("*") if p.is_file())
+    assert "params.safetensors" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pth", ".pt"))], files
+    # ... that serves the final prior exactly, and that a tier-3 site downloads and checks
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from fedmap.messages import decode_params
+    from fedmap.models import build_model, predict_proba
+    from site_tasks.registry import released_prior
+
+    final = decode_params(store.get(Keys.of(config).prior(3)[0]) or b"")
+    reference = build_model("mlp", 30)
+    reference.load_state_dict(final)
+    x = np.random.default_rng(0).standard_normal((5, 30))
+    served = mlflow.pyfunc.load_model("models:/fedmap-synthetic-label-skew-prior@champion")
+    expected = predict_proba(reference, torch.tensor(x, dtype=torch.float32)).numpy()
+    got = served.predict(pd.DataFrame(x, columns=[f"x{j:02d}" for j in range(30)]))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6)
+    release = released_prior(config)
+    assert release.version == "1" and release.name == "fedmap-synthetic-label-skew-prior"
+    assert all(torch.equal(release.params[k], final[k]) for k in final)
     children = client.search_runs(
         [client.get_run(first.parent_run_id).info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{first.parent_run_id}'",

@@ -167,6 +167,9 @@ def build(plan: FederationPlan) -> Any:
                 def aggregate(round_: int) -> dict[str, float]:
                     from site_tasks import rounds
 
+                    # A round whose prior never came (an earlier task failed) fails with
+                    # RoundNotReady naming that cause; it must fail, not skip, or the run's
+                    # leaves would end skipped and Airflow would call the run a success.
                     with settings(plan):
                         return rounds.aggregate(Path(path), _run_id(), round_)
 

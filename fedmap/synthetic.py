@@ -53,8 +53,8 @@ def site_name(index: int) -> str:
     return f"site-{index + 1:02d}"
 
 
-def scenario_sites(scenario: str) -> tuple[SiteSpec, ...]:
-    """The paper's three scenarios, ten sites each.
+def scenario_sites(scenario: str, num_sites: int = NUM_SITES) -> tuple[SiteSpec, ...]:
+    """The paper's three scenarios, ten sites each (or ``num_sites``, skewing the second half).
 
     - feature-skew: 10 x 2000 rows, balanced classes (only the affine maps differ);
     - quantity-skew: sites 1-5 hold 2000 rows, sites 6-10 hold 500;
@@ -62,9 +62,11 @@ def scenario_sites(scenario: str) -> tuple[SiteSpec, ...]:
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if num_sites < 1:
+        raise ValueError(f"num_sites must be positive, got {num_sites}")
     specs = []
-    for k in range(NUM_SITES):
-        second_half = k >= NUM_SITES // 2
+    for k in range(num_sites):
+        second_half = k >= num_sites // 2
         rows = 500 if scenario == "quantity-skew" and second_half else 2000
         frac0 = 0.85 if scenario == "label-skew" and second_half else 0.5
         specs.append(SiteSpec(site_name(k), rows, frac0))
@@ -124,10 +126,12 @@ def generate_site(
     return SiteSplit(spec.name, x[train], y[train], x[val], y[val])
 
 
-def generate(scenario: str, seed: int, config: SyntheticConfig | None = None) -> list[SiteSplit]:
-    """The ten sites of a scenario, deterministic per seed."""
+def generate(
+    scenario: str, seed: int, config: SyntheticConfig | None = None, num_sites: int = NUM_SITES
+) -> list[SiteSplit]:
+    """The sites of a scenario (ten unless told), deterministic per seed."""
     config = config or SyntheticConfig()
-    specs: Sequence[SiteSpec] = scenario_sites(scenario)
+    specs: Sequence[SiteSpec] = scenario_sites(scenario, num_sites)
     shared, *per_site = np.random.SeedSequence(seed).spawn(1 + len(specs))
     rotation = random_rotation(np.random.default_rng(shared), config.n_features)
     return [

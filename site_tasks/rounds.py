@@ -21,6 +21,10 @@ class SiteExcluded(RuntimeError):
     """A site whose data breaks the contract sits this run out; the message says why."""
 
 
+class RoundNotReady(RuntimeError):
+    """The round has no committed prior: an earlier round did not finish (that task failed)."""
+
+
 def run_name(run_id: str) -> str:
     """An orchestrator's run id made into a storage-safe name (letters, digits, '.', '_', '-')."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-.")
@@ -59,7 +63,15 @@ def train_site(path: Path, run: str, site: str, round_: int, device: str | None 
 
 def aggregate(path: Path, run: str, round_: int) -> dict[str, float]:
     """Aggregate the round under the quorum; return each contributing site's weight w_k."""
+    from site_tasks.train import PriorUnavailable, fetch_prior
+
     config, store = configure(path, run)
+    try:
+        fetch_prior(config, store, round_)
+    except PriorUnavailable as exc:
+        raise RoundNotReady(
+            f"round {round_} cannot be aggregated: {exc}; the earlier failed task is the cause"
+        ) from exc
     return dict(server.aggregate(config, store, round_).weights)
 
 

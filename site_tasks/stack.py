@@ -1,0 +1,247 @@
+"""The local stack: a real S3 server (``rclone serve s3``), an MLflow tracking server (SQLite) and,
+for browsing, ``airflow standalone``; each a background process with its state under one folder.
+
+``python -m site_tasks.stack up|down|status`` is what ``make up`` / ``make down`` run; the demo
+starts the two servers the same way and stops what it started. In deployment these are MinIO or
+AWS S3, MLflow on PostgreSQL, and a real Airflow deployment (see infra/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Ports and folders of the local services; everything lives under ``state``."""
+
+    state: Path
+    s3_port: int = int(os.environ.get("FEDMAP_S3_PORT", "9000"))
+    mlflow_port: int = int(os.environ.get("FEDMAP_MLFLOW_PORT", "5000"))
+    airflow_port: int = int(os.environ.get("FEDMAP_AIRFLOW_PORT", "8080"))
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def federations(self) -> Path:
+        return self.state / "demo" / "federations"
+
+    def credentials(self) -> tuple[str, str]:
+        """The local S3 server's key pair, made once and kept in the state folder (mode 600)."""
+        path = self.state / "s3" / "credentials.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"access": "fedmap-local", "secret": secrets.token_hex(16)}))
+            path.chmod(0o600)
+        body = json.loads(path.read_text())
+        return str(body["access"]), str(body["secret"])
+
+    def environment(self) -> dict[str, str]:
+        """What Airflow (tasks and CLI) needs: its home, DAGs, and the two connections."""
+        access, secret = self.credentials()
+        s3 = {
+            "conn_type": "aws",
+            "login": access,
+            "password": secret,
+            "extra": {"endpoint_url": self.s3_url},
+        }
+        return {
+            "AIRFLOW_HOME": str(self.state / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "FEDMAP_FEDERATIONS_DIR": str(self.federations),
+            "AIRFLOW_CONN_FEDMAP_S3": json.dumps(s3),
+            "AIRFLOW_CONN_FEDMAP_MLFLOW": json.dumps(
+                {"conn_type": "http", "host": self.mlflow_url}
+            ),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.3).close()
+        return True
+    except OSError:
+        return False
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _pidfile(stack: Stack, name: str) -> Path:
+    return stack.state / "pids" / f"{name}.pid"
+
+
+def _spawn(stack: Stack, name: str, argv: Sequence[str], cwd: Path) -> None:
+    """Start argv in its own session (so ``down`` can stop its whole process group)."""
+    logs = stack.state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    _pidfile(stack, name).parent.mkdir(parents=True, exist_ok=True)
+    with (logs / f"{name}.log").open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env={**os.environ, **stack.environment()},
+            start_new_session=True,
+        )
+    _pidfile(stack, name).write_text(str(proc.pid))
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s; log tail:\n{tail}")
+        time.sleep(0.2)
+
+
+def start_s3(stack: Stack) -> bool:
+    """Start ``rclone serve s3`` over ``state/s3/data`` unless something already serves the port;
+    return whether it was started here."""
+    if accepts(stack.s3_port):
+        return False
+    access, secret = stack.credentials()
+    data = stack.state / "s3" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rclone = BIN / "rclone"
+    argv = [str(rclone), "serve", "s3", str(data), "--addr", f"127.0.0.1:{stack.s3_port}"]
+    _spawn(stack, "s3", [*argv, "--auth-key", f"{access},{secret}", "--config", "/dev/null"], data)
+    _wait("S3 server", lambda: accepts(stack.s3_port), 20, stack.state / "logs" / "s3.log")
+    return True
+
+
+def start_mlflow(stack: Stack) -> bool:
+    """Start an MLflow tracking server on SQLite with local artifacts, unless one is up."""
+    if healthy(f"{stack.mlflow_url}/health"):
+        return False
+    root = stack.state / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    argv = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    argv += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1"]
+    argv += ["--port", str(stack.mlflow_port), "--workers", "1"]
+    _spawn(stack, "mlflow", argv, root)
+    _wait(
+        "MLflow server",
+        lambda: healthy(f"{stack.mlflow_url}/health"),
+        90,
+        stack.state / "logs" / "mlflow.log",
+    )
+    return True
+
+
+def start_airflow(stack: Stack) -> bool:
+    """``airflow standalone`` (API server, scheduler, DAG processor, triggerer) for browsing."""
+    if healthy(f"{stack.airflow_url}/api/v2/monitor/health"):
+        return False
+    (stack.state / "airflow").mkdir(parents=True, exist_ok=True)
+    _spawn(stack, "airflow", [str(BIN / "airflow"), "standalone"], stack.state / "airflow")
+    _wait(
+        "airflow standalone",
+        lambda: healthy(f"{stack.airflow_url}/api/v2/monitor/health"),
+        180,
+        stack.state / "logs" / "airflow.log",
+    )
+    return True
+
+
+def stop(stack: Stack, name: str) -> bool:
+    """Stop a service started by this module: TERM its process group, then KILL after 20 s."""
+    pidfile = _pidfile(stack, name)
+    if not pidfile.exists():
+        return False
+    pid = int(pidfile.read_text())
+    pidfile.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def up(stack: Stack) -> None:
+    for name, start in (("S3", start_s3), ("MLflow", start_mlflow), ("Airflow", start_airflow)):
+        print(f"{name:8s} {'started' if start(stack) else 'already running'}", flush=True)
+    print(f"Airflow UI  {stack.airflow_url}  (every user is admin locally; DAGs: fedmap_*)")
+    print(f"MLflow UI   {stack.mlflow_url}")
+    print(f"S3          {stack.s3_url}  (keys in {stack.state / 's3' / 'credentials.json'})")
+    print(f"logs        {stack.state / 'logs'}   stop with: make down")
+
+
+def down(stack: Stack) -> None:
+    for name in ("airflow", "mlflow", "s3"):
+        print(f"{name:8s} {'stopped' if stop(stack, name) else 'not running'}")
+
+
+def status(stack: Stack) -> None:
+    checks = {
+        "s3": accepts(stack.s3_port),
+        "mlflow": healthy(f"{stack.mlflow_url}/health"),
+        "airflow": healthy(f"{stack.airflow_url}/api/v2/monitor/health"),
+    }
+    for name, ok in checks.items():
+        print(f"{name:8s} {'up' if ok else 'down'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m site_tasks.stack",
+        description="Start or stop the local S3 server, MLflow server and airflow standalone. "
+        "Ports: $FEDMAP_S3_PORT (9000), $FEDMAP_MLFLOW_PORT (5000), $FEDMAP_AIRFLOW_PORT (8080).",
+    )
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--state", type=Path, default=REPO / ".state", help="the state folder")
+    args = parser.parse_args(argv)
+    stack = Stack(args.state.resolve())
+    {"up": up, "down": down, "status": status}[args.command](stack)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

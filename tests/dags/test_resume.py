@@ -1,0 +1,272 @@
+"""Resume: a run whose aggregate failed at round r goes on when that task is cleared, from the
+updates and priors already in storage; no earlier round is retrained and no object is rewritten
+or duplicated."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "fedmap_federation.py"
+DAG_ID = "fedmap_synthetic-label-skew"
+SITES = ("site-01", "site-02", "site-03")
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> Iterator[None]:
+    """A migrated SQLite metadata DB under $AIRFLOW_HOME (set by tests/conftest.py)."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ)
+    yield
+
+
+def load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import the DAG file afresh with federations read from folder."""
+    monkeypatch.setenv("FEDMAP_FEDERATIONS_DIR", str(folder))
+    monkeypatch.setenv("FEDMAP_RETRY_DELAY_S", "0.1")
+    monkeypatch.setenv("FEDMAP_TRAIN_RETRIES", "1")
+    spec = importlib.util.spec_from_file_location(f"fedmap_dags_{uuid.uuid4().hex}", DAG_FILE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def federation_folder(make_federation: Callable[..., Path], **overrides: Any) -> Path:
+    """A federations/ folder holding the (all tier-1) federation written by make_federation."""
+    path = make_federation(**overrides)
+    body = yaml.safe_load(path.read_text())
+    for spec in body["sites"].values():
+        spec["data"] = f"../{spec['data']}"
+        spec["tier"] = 1
+    body["state_dir"] = f"../{body['state_dir']}"
+    folder = path.parent / "federations"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{body['name']}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return folder
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def _attempts(run: Any) -> dict[str, tuple[int, datetime | None]]:
+    return {ti.task_id: (ti.try_number, ti.end_date) for ti in run.get_task_instances()}
+
+
+def clear_and_resume(dag: Any, run_id: str, task_id: str) -> Any:
+    """Clear task_id and everything downstream of it in run_id, then run the DagRun to the end.
+
+    ``dag.test()`` cannot resume: it clears every task instance of its logical date first. This
+    is what "clear the failed task" does in the UI (those task instances only, run back to
+    running), followed by the same minimal scheduling loop as ``dag.test()`` without its clear.
+    """
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance, clear_task_instances
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    assert settings.Session is not None
+    session = settings.Session()
+    cleared = {task_id} | dag.get_task(task_id).get_flat_relative_ids(upstream=False)
+    tis = list(
+        session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag.dag_id,
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id.in_(cleared),
+            )
+        )
+    )
+    assert {ti.task_id for ti in tis} == cleared
+    clear_task_instances(tis, session, dag_run_state=DagRunState.RUNNING)
+    session.commit()
+    dr = session.scalars(
+        select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run_id)
+    ).one()
+    dr.dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    idle = 0
+    while dr.state == DagRunState.RUNNING:
+        session.expire_all()
+        schedulable, _ = dr.update_state(session=session)
+        for ti in schedulable:
+            ti.try_number += 1
+            ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        scheduled = [
+            ti
+            for ti in dr.get_task_instances(session=session)
+            if ti.state == TaskInstanceState.SCHEDULED
+        ]
+        # a pass may only settle states (a skip cascading downstream) and schedule nothing
+        idle = 0 if scheduled else idle + 1
+        assert idle < 5, f"resumed run is stuck: {_states(dr)}"
+        for ti in scheduled:
+            _run_task(ti=ti, task=dag.task_dict[ti.task_id])
+    return dr
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under root (one per object of the S3 server): relative path -> (sha256, mtime)."""
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_failed_aggregate_resumes_from_stored_state_without_retraining_or_duplicates(
+    airflow_db: None,
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    s3_server: Any,
+) -> None:
+    from site_tasks import rounds
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    folder = federation_folder(
+        make_federation, n_sites=3, n_train=120, n_val=40, rounds=3, min_sites=2
+    )
+    calls: Counter[tuple[str, int]] = Counter()
+    real_train, real_aggregate = rounds.train_site, rounds.aggregate
+
+    def counted_train(
+        path: Path, run: str, site: str, round_: int, device: str | None = None
+    ) -> str:
+        calls[(site, round_)] += 1
+        return real_train(path, run, site, round_, device)
+
+    def failing_once(path: Path, run: str, round_: int) -> dict[str, float]:
+        calls[("aggregate", round_)] += 1
+        if round_ == 2 and calls[("aggregate", 2)] == 1:
+            raise RuntimeError("the coordinating centre lost its node during round 2")
+        return real_aggregate(path, run, round_)
+
+    monkeypatch.setattr(rounds, "train_site", counted_train)
+    monkeypatch.setattr(rounds, "aggregate", failing_once)
+    dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
+
+    # --- the first attempt stops at round 2's aggregate ---------------------------------------
+    run = dag.test()
+    states = _states(run)
+    assert str(run.state) == "failed", states
+    assert states["round_2.aggregate"] == "failed"
+    for t in (1, 2):
+        for site in SITES:
+            assert states[f"round_{t}.train_{site}"] == "success", states
+    assert states["round_1.aggregate"] == "success"
+    for site in SITES:
+        assert states[f"round_3.train_{site}"] == "upstream_failed", states
+        assert states[f"finalise.evaluate_{site}"] == "upstream_failed", states
+    # round_3.aggregate is all_done, so it runs over upstream_failed trains; it finds no prior
+    # of round 3, writes nothing and fails with RoundNotReady naming the earlier failure
+    assert states["round_3.aggregate"] == "failed"
+    assert calls == Counter(
+        {
+            **{(s, t): 1 for s in SITES for t in (1, 2)},
+            ("aggregate", 1): 1,
+            ("aggregate", 2): 1,
+            ("aggregate", 3): 1,
+        }
+    )
+
+    config, store = rounds.configure(folder / "synthetic-label-skew.yaml", run.run_id)
+    from site_tasks.storage import Keys
+
+    keys = Keys.of(config)
+    prefix = f"{config.name}/{config.run}/"
+    run_root = s3_server.root / config.storage.bucket / config.name / config.run
+    before = snapshot(run_root)
+    assert store.get(keys.summary(2)) is None and store.get(keys.prior(3)[1]) is None
+    assert set(before) == {
+        *(f"validation/{s}.json" for s in SITES),
+        "round-1/prior.safetensors",
+        "round-1/prior.json",
+        "round-1/summary.json",
+        "round-2/prior.safetensors",
+        "round-2/prior.json",
+        *(
+            f"round-{t}/updates/{s}.{e}"
+            for t in (1, 2)
+            for s in SITES
+            for e in ("safetensors", "json")
+        ),
+    }
+    first = _attempts(run)
+
+    # --- clear round_2.aggregate: the run goes on from what storage already holds ------------
+    resumed = clear_and_resume(dag, run.run_id, "round_2.aggregate")
+    states = _states(resumed)
+    assert str(resumed.state) == "success", states
+    after_attempts = _attempts(resumed)
+    for t in (1, 2):
+        for site in SITES:
+            task = f"round_{t}.train_{site}"
+            assert after_attempts[task] == first[task], task  # same try, same end: not re-run
+    assert after_attempts["round_1.aggregate"] == first["round_1.aggregate"]
+    assert states["round_2.aggregate"] == "success"
+    assert after_attempts["round_2.aggregate"][0] == first["round_2.aggregate"][0] + 1
+    for site in SITES:
+        assert states[f"round_3.train_{site}"] == "success"
+        assert states[f"finalise.evaluate_{site}"] == "success"
+    assert states["round_3.aggregate"] == "success"
+    assert states["register"] == "skipped"
+    # every (site, round) trained exactly once over both attempts; rounds 2 and 3 aggregated
+    # twice (once each in the failed attempt, once after the clear), round 1 once
+    assert calls == Counter(
+        {
+            **{(s, t): 1 for s in SITES for t in (1, 2, 3)},
+            ("aggregate", 1): 1,
+            ("aggregate", 2): 2,
+            ("aggregate", 3): 2,
+        }
+    )
+
+    # --- storage: nothing rewritten, only the resumed rounds' objects added, no duplicates ---
+    after = snapshot(run_root)
+    assert {k: after[k] for k in before} == before  # same bytes, same mtime: never rewritten
+    assert set(after) - set(before) == {
+        "round-2/summary.json",
+        "round-3/prior.safetensors",
+        "round-3/prior.json",
+        *(f"round-3/updates/{s}.{e}" for s in SITES for e in ("safetensors", "json")),
+        "round-3/summary.json",
+        "round-4/prior.safetensors",
+        "round-4/prior.json",
+        *(f"evaluation/{s}.json" for s in SITES),
+    }
+    # the whole bucket, as the S3 API lists it and as files on disk: the run's objects, once each
+    # (no temporary or part files; rclone's server does not implement ListMultipartUploads)
+    listed = store.list("")
+    assert len(listed) == len(set(listed)) == len(after)
+    assert set(listed) == {prefix + k for k in after}
+    assert set(snapshot(s3_server.root / config.storage.bucket)) == set(listed)
+
+    # the prior of round 3 is the aggregate of round 2's stored updates under round 2's prior
+    from fedmap.messages import encode_params
+    from fedmap.server import aggregate_round
+    from site_tasks.server import collect
+    from site_tasks.train import fetch_prior
+
+    prior_2, _ = fetch_prior(config, store, 2)
+    expected, summary = aggregate_round(
+        config.method, 2, collect(config, store, 2), prior_2.tensors, list(SITES)
+    )
+    assert summary.contributed == SITES
+    assert store.get(keys.prior(3)[0]) == encode_params(expected)

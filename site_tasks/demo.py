@@ -86,51 +86,53 @@ def write_federation(stack: Stack, rounds: int, seed: int) -> Path:
     return path
 
 
-def airflow(stack: Stack, args: Sequence[str], log: Path | None = None) -> str:
-    """Run the airflow CLI with the stack's environment; show task progress; return stdout."""
+def airflow(stack: Stack, args: Sequence[str]) -> None:
+    """Run an airflow CLI command quietly with the stack's environment."""
     env = {**os.environ, **stack.environment()}
-    cmd = [str(BIN / "airflow"), *args]
-    if log is None:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-        if done.returncode:
-            raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
-        return done.stdout
+    done = subprocess.run(
+        [str(BIN / "airflow"), *args], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    if done.returncode:
+        raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
+def dags_test(stack: Stack, dag_id: str, log: Path) -> tuple[str, str]:
+    """``airflow dags test dag_id``, its log to a file and one progress line per finished task;
+    returns (run id, final state)."""
+    env = {**os.environ, **stack.environment()}
     log.parent.mkdir(parents=True, exist_ok=True)
-    finished = 0
+    count, state, run = 0, "?", ("", "unknown")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+            [str(BIN / "airflow"), "dags", "test", dag_id],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
         )
         assert proc.stdout is not None
         for line in proc.stdout:
             out.write(line)
-            state = _task_finished(line)
-            if state:
-                finished += 1
-                print(f"  [{finished:3d}] {state}", flush=True)
+            fields = _fields(line)
+            if "new_state" in fields:
+                state = fields["new_state"]
+            elif "[DAG TEST] end task" in line:
+                count += 1
+                print(f"  [{count:3d}] {fields.get('task_id', '?'):32s} {state}", flush=True)
+                state = "?"
+            elif "DagRun Finished" in line:
+                run = (fields.get("run_id", ""), fields.get("state", "unknown"))
         code = proc.wait()
-    if code:
-        raise RuntimeError(f"airflow {' '.join(args)} exited with {code}; see {log}")
-    return ""
+    if code or not run[0]:
+        raise RuntimeError(f"airflow dags test {dag_id} exited with {code}; see {log}")
+    return run
 
 
-def _task_finished(line: str) -> str | None:
-    """'task_id state' from the line Airflow logs when a task instance finishes, if it is one."""
-    if "Task instance in" not in line and "Marking task as" not in line:
-        return None
-    words = dict(w.split("=", 1) for w in line.replace(",", " ").split() if "=" in w)
-    task = words.get("task_id", "?")
-    for state in ("SUCCESS", "FAILED", "SKIPPED", "UP_FOR_RETRY", "success", "failed", "skipped"):
-        if state in line:
-            return f"{task:34s} {state.lower()}"
-    return None
-
-
-def latest_run(stack: Stack, dag_id: str) -> str:
-    runs = json.loads(airflow(stack, ["dags", "list-runs", dag_id, "-o", "json"]) or "[]")
-    if not runs:
-        raise RuntimeError(f"{dag_id} has no runs")
-    return str(max(runs, key=lambda r: str(r.get("start_date") or ""))["run_id"])
+def _fields(line: str) -> dict[str, str]:
+    """The key=value pairs of an Airflow log line."""
+    pairs = (w.split("=", 1) for w in line.replace(", ", " ").split() if "=" in w)
+    return {k: v.rstrip(",") for k, v in pairs}
 
 
 def summarise(stack: Stack, path: Path, run_id: str) -> dict[str, Any]:
@@ -229,10 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         airflow(stack, ["db", "migrate"])
         logs = stack.state / "demo" / "logs"
         print(f"airflow dags test fedmap_{FEDERATION} (log: {logs}/federation.log)", flush=True)
-        airflow(stack, ["dags", "test", f"fedmap_{FEDERATION}"], logs / "federation.log")
-        run_id = latest_run(stack, f"fedmap_{FEDERATION}")
+        run_id, state = dags_test(stack, f"fedmap_{FEDERATION}", logs / "federation.log")
+        if state != "success":
+            raise RuntimeError(f"fedmap_{FEDERATION} run {run_id} ended {state}; see {logs}")
         print(f"airflow dags test fedmap_{FEDERATION}_inference", flush=True)
-        airflow(stack, ["dags", "test", f"fedmap_{FEDERATION}_inference"], logs / "inference.log")
+        scored, state = dags_test(stack, f"fedmap_{FEDERATION}_inference", logs / "inference.log")
+        if state != "success":
+            raise RuntimeError(f"inference run {scored} ended {state}; see {logs}")
         summary = summarise(stack, path, run_id)
     finally:
         for name in started:

@@ -23,9 +23,9 @@ import torch
 from numpy.typing import NDArray
 
 from fedmap.config import ConfigError
-from fedmap.data import Standardiser, read_features
+from fedmap.data import Standardiser, feature_names, read_features
 from fedmap.models import build_model, predict_proba
-from site_tasks.contracts import DataContractError, require_valid
+from site_tasks.contracts import DataContractError, feature_columns, require_valid
 from site_tasks.federation import FederationConfig
 from site_tasks.registry import Release, released_prior
 from site_tasks.storage import Keys, ObjectStore
@@ -77,9 +77,10 @@ def score_site(
         raise ConfigError(f"{site} is a tier-{spec.tier} site; only tier-3 sites score")
     require_valid(validate(config, site, store))
     n = config.model.n_features
+    columns = feature_columns(config.contract) or feature_names(n)
     try:
-        reference = read_features(spec.data / "reference.csv", n)
-        rows = read_features(spec.data / "score.csv", n)
+        reference = read_features(spec.data / "reference.csv", columns)
+        rows = read_features(spec.data / "score.csv", columns)
     except ValueError as exc:  # names file, row and column, never a cell
         raise DataContractError(f"{site}: {exc}") from exc
     if len(reference) < MIN_REFERENCE_ROWS:

@@ -10,7 +10,7 @@ export PIP_CACHE_DIR := $(CURDIR)/$(STATE)/pip-cache
 export XDG_CACHE_HOME := $(CURDIR)/$(STATE)/cache
 export XDG_CONFIG_HOME := $(CURDIR)/$(STATE)/config
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo simulate bench up down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,15 +32,29 @@ test: install lint
 	mkdir -p $(STATE)
 	$(VENV)/bin/pytest -q
 
+# The main job: a 14-hospital federation through S3, Airflow (dags test) and MLflow, then tier-3
+# inference. Starts and stops its own servers; a second run warm-starts from the champion.
 demo: install
 	mkdir -p $(STATE)
+	$(PY) -m site_tasks.demo
+
+# The researchers' view: compare methods in-process on one scenario (no servers).
+simulate: install
+	mkdir -p $(STATE)
 	$(VENV)/bin/fedmap simulate --scenario label-skew --methods fedmap,individual,fedavg,fedprox \
-		--seeds 0 --out $(STATE)/demo
+		--seeds 0 --out $(STATE)/simulate
+
+# Browse: S3, MLflow and airflow standalone in the background (same state as the demo).
+up: install
+	$(PY) -m site_tasks.stack up
+
+down:
+	test -x $(PY) && $(PY) -m site_tasks.stack down || true
 
 # DVC runs each stage's cmd through the shell, so the venv's fedmap and python go first on PATH.
 bench: install
 	mkdir -p $(STATE)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro benchmark_synthetic
 
-clean:
+clean: down
 	rm -rf $(STATE)

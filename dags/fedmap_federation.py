@@ -41,7 +41,7 @@ import pendulum
 from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from site_tasks.plan import FederationPlan, read_plan
+from site_tasks.plan import FederationPlan, PlanError, read_plan
 
 FEDERATIONS = Path(
     os.environ.get("FEDMAP_FEDERATIONS_DIR", Path(__file__).resolve().parents[1] / "federations")
@@ -281,8 +281,37 @@ def build_inference(plan: FederationPlan) -> Any:
     return inference()
 
 
+def broken(path: Path, error: str) -> Any:
+    """A federation file that does not load becomes a DAG that says why (its doc and its one
+    task's error), so one bad file neither hides the error nor takes the other DAGs down."""
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.stem)
+
+    @dag(
+        dag_id=f"fedmap_{stem}",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        tags=["fedmap", "config-error"],
+        doc_md=f"**The federation file `{path.name}` does not load:**\n\n    {error}\n",
+    )
+    def invalid() -> None:
+        @task
+        def config_error() -> None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(error)
+
+        config_error()
+
+    return invalid()
+
+
 for _file in sorted(FEDERATIONS.glob("*.yaml")):
-    _plan = read_plan(_file)
+    try:
+        _plan = read_plan(_file)
+    except PlanError as _error:
+        globals()[f"fedmap_{_file.stem}"] = broken(_file, str(_error))
+        continue
     globals()[f"fedmap_{_plan.name}"] = build(_plan)
     if _plan.tier(3):
         globals()[f"fedmap_{_plan.name}_inference"] = build_inference(_plan)

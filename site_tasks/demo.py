@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "local S3 server, MLflow and Airflow, then print a per-site table and a JSON summary.",
     )
     parser.add_argument("--state", type=Path, default=REPO / ".state", help="the state folder")
-    parser.add_argument("--rounds", type=int, default=10, help="communication rounds (10)")
+    parser.add_argument("--rounds", type=int, default=20, help="communication rounds (20)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed (0)")
     args = parser.parse_args(argv)
     stack = Stack(args.state.resolve())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from fedmap.algorithms import Individual
 from site_tasks.federation import FederationConfig
@@ -76,12 +76,16 @@ def evaluate(
 def finetune(
     config: FederationConfig, store: ObjectStore, site: str, rounds: int
 ) -> SiteEvaluation:
-    """Tier 2: run the local MAP objective under the final prior, keep the model, report scores.
+    """Tier 2: run the local MAP objective under the final prior for as many local epochs as a
+    tier-1 site ran in the whole federation (rounds x epochs), keep the model, report scores.
 
     The site never contributes: its parameters and omega stay on its own disk.
     """
     ready = prepare(config, site, rounds + 1, store)
-    fitted = fit_site(config, site, rounds + 1, ready)
+    tuned = ready
+    for _ in range(rounds):  # the same budget as a tier-1 site: rounds x local epochs
+        fitted = fit_site(config, site, rounds + 1, tuned)
+        tuned = replace(tuned, personal=fitted.personal)
     keep_state(config, site, rounds + 1, fitted.personal)
     own = score_params(ready.context, fitted.personal).as_dict()
     mean = score_params(ready.context, ready.prior).as_dict()

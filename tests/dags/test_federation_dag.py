@@ -78,6 +78,31 @@ def test_dag_file_parses_in_under_a_second_without_torch(
     assert dags == f"[{DAG_ID!r}]"
 
 
+def test_dagbag_imports_every_federation_and_shows_a_bad_file_as_its_own_dag(
+    make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = federation_folder(make_federation, {"site-03": 3}, n_sites=3, rounds=2)
+    body = yaml.safe_load((folder / "synthetic-label-skew.yaml").read_text())
+    body["name"] = "second"
+    (folder / "second.yaml").write_text(yaml.safe_dump(body))
+    (folder / "broken.yaml").write_text(yaml.safe_dump({**body, "name": "broken", "rnds": 2}))
+    monkeypatch.setenv("FEDMAP_FEDERATIONS_DIR", str(folder))
+    bag = DagBag(dag_folder=str(DAG_FILE.parent))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {
+        DAG_ID,
+        f"{DAG_ID}_inference",
+        "fedmap_second",
+        "fedmap_second_inference",
+        "fedmap_broken",
+    }
+    invalid = bag.get_dag("fedmap_broken")
+    assert invalid is not None and "config-error" in invalid.tags
+    assert "unknown key(s) rnds" in (invalid.doc_md or "")
+
+
 def test_dag_has_the_documented_shape(
     make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

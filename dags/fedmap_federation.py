@@ -13,8 +13,8 @@ The graph of a run:
 5. ``finalise.evaluate_<site>``: each tier-1 site scores its own model and the final prior on its
    validation split; ``finalise.finetune_<site>``: each tier-2 site fine-tunes the final prior
    with the same local MAP objective, keeps it, and reports its scores. Only metrics leave.
-6. ``register``: one MLflow parent run per DAG run with a nested run per site (metrics per
-   round), registered models ``fedmap-<name>-<site>`` and ``fedmap-<name>-prior``, and the gate:
+6. ``register``: one MLflow parent run per DAG run with a nested run per tier-1 site (metrics
+   per round), registered models ``fedmap-<name>-<site>`` and ``fedmap-<name>-prior``, and the gate:
    the new prior is ``champion`` unless its mean validation accuracy is more than
    ``$FEDMAP_GATE_TOLERANCE`` below the champion's (then ``challenger``). Skipped when no MLflow
    server is configured (``mlflow`` in the file, its connection, or ``$MLFLOW_TRACKING_URI``).

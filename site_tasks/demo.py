@@ -250,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{summary['champion_version']}"
     )
     print(
+        "tier 3 (site-07, site-14) scores with the prior mean alone. The synthetic generator gives "
+        "each hospital its own random linear map of the features, so a model that never saw a "
+        "site's labels cannot transfer there: expect about its majority-class rate (50%, 85%)."
+    )
+    print(
         "where to look: `make up`, then the MLflow UI at "
         f"{stack.mlflow_url} (experiment fedmap-{FEDERATION}, models fedmap-{FEDERATION}-*) "
         f"and the Airflow UI at {stack.airflow_url} (DAG fedmap_{FEDERATION}, this run in its "

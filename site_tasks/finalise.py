@@ -52,9 +52,10 @@ def _publish(
 def local_baseline(
     config: FederationConfig, store: ObjectStore, ready: Prepared, rounds: int
 ) -> dict[str, float]:
-    """Train alone from the round-1 prior (everyone's common start) for ``rounds`` rounds of
-    local epochs, and score on the site's validation split: what the site gets without the
-    federation. The model is discarded."""
+    """Train alone from the round-1 prior (everyone's common start: Algorithm 1's random-site
+    model, or the champion in a warm-started run) for ``rounds`` rounds of local epochs, and
+    score on the site's validation split: what the site gets without this run's collaboration.
+    The model is discarded."""
     _, start = fetch_prior(config, store, 1)
     params = {k: v.to(ready.device) for k, v in start.items()}
     for t in range(1, rounds + 1):

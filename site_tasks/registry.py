@@ -29,6 +29,7 @@ log = logging.getLogger("site_tasks")
 CHAMPION, CHALLENGER = "champion", "challenger"
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "safetensors"]
 SERVED_MODEL = Path(__file__).with_name("served_model.py")
+FEDMAP_PACKAGE = Path(__file__).resolve().parents[1] / "fedmap"
 PARAMS_FILE = "params.safetensors"
 
 
@@ -98,6 +99,7 @@ def _log_model(config: FederationConfig, params: Params, name: str, tags: dict[s
             input_example=example,
             registered_model_name=name,
             pip_requirements=PIP_REQUIREMENTS,
+            code_paths=[str(FEDMAP_PACKAGE)],  # the model loads without installing this repo
         )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()

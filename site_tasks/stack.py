@@ -3,12 +3,13 @@ for browsing, ``airflow standalone``; each a background process with its state u
 
 ``python -m site_tasks.stack up|down|status`` is what ``make up`` / ``make down`` run; the demo
 starts the two servers the same way and stops what it started. In deployment these are MinIO or
-AWS S3, MLflow on PostgreSQL, and a real Airflow deployment (see infra/).
+AWS S3, MLflow on PostgreSQL, and a real Airflow deployment.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -49,7 +50,9 @@ class Stack:
 
     @property
     def federations(self) -> Path:
-        return self.state / "demo" / "federations"
+        """$FEDMAP_FEDERATIONS_DIR, else the demo's folder under the state folder."""
+        default = self.state / "demo" / "federations"
+        return Path(os.environ.get("FEDMAP_FEDERATIONS_DIR", default))
 
     def credentials(self) -> tuple[str, str]:
         """The local S3 server's key pair, made once and kept in the state folder (mode 600)."""
@@ -196,6 +199,8 @@ def stop(stack: Stack, name: str) -> bool:
         return False
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # reap it when it is our own child
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

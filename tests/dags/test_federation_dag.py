@@ -256,18 +256,23 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     mlflow_server: str,
     s3_server: Any,
 ) -> None:
-    """Settings from Airflow connections; register, gate, Asset, then the inference DAG."""
+    """3 tier-1 sites, 2 rounds, settings from Airflow connections: registered versions, alias,
+    nested runs with per-round metrics, the storage layout, the Asset, the inference DAG."""
     import mlflow
 
+    from site_tasks.federation import load_federation
+    from site_tasks.rounds import run_name
+    from site_tasks.storage import Keys, S3Store
+
     folder = federation_folder(
-        make_federation, {"site-03": 3}, n_sites=3, n_train=120, n_val=40, rounds=1, min_sites=2
+        make_federation, {"site-04": 3}, n_sites=4, n_train=120, n_val=40, rounds=2, min_sites=2
     )
     body = yaml.safe_load((folder / "synthetic-label-skew.yaml").read_text())
     body["name"] = "dag-registry"
     body["storage"] = {"bucket": body["storage"]["bucket"], "connection": "fedmap_s3"}
     body["mlflow"] = {"connection": "fedmap_mlflow"}
     (folder / "synthetic-label-skew.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
-    _, n_score = _tier3_files(folder.parent / "hospital-data" / "site-03")
+    _, n_score = _tier3_files(folder.parent / "hospital-data" / "site-04")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     s3_conn = {
         "conn_type": "aws",
@@ -281,8 +286,8 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     )
     dags = load_dags(folder, monkeypatch).__dict__
     dag, inference = dags["fedmap_dag-registry"], dags["fedmap_dag-registry_inference"]
-    assert "round_1.train_site-03" not in dag.task_ids and "validate.site-03" not in dag.task_ids
-    assert inference.task_ids == ["score.site-03"]
+    assert "round_1.train_site-04" not in dag.task_ids and "validate.site-04" not in dag.task_ids
+    assert inference.task_ids == ["score.site-04"]
     assert "fedmap-dag-registry-prior-champion" in str(inference.timetable.asset_condition)
     assert [o.name for o in dag.get_task("release").outlets] == [
         "fedmap-dag-registry-prior-champion"
@@ -298,26 +303,58 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     site = client.get_model_version("fedmap-dag-registry-site-02", "1")
     assert site.tags["dag_run_id"] == run.run_id
     assert len(site.tags["code_version"]) >= 7
+    assert set(json.loads(site.tags["data_version"])) == {"train.csv", "val.csv"}
+    assert json.loads(site.tags["validation"])["success"] is True
+    for who in ("site-01", "site-02", "site-03", "prior"):
+        assert client.get_registered_model(f"fedmap-dag-registry-{who}").latest_versions
+    experiment = client.get_experiment_by_name("fedmap-dag-registry")
+    assert experiment is not None
+    parent = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.dag_run_id = '{run.run_id}' and attributes.run_name = '{run_name(run.run_id)}'",
+    )[0]
+    assert parent.data.params["rounds"] == "2" and parent.data.tags["prior_alias"] == "champion"
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    assert sorted(c.data.tags["site"] for c in children) == ["site-01", "site-02", "site-03"]
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [1, 2]
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "weight")] == [1, 2]
+
+    # the storage layout of the run: prior per round, one update per site per round, summaries
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.url)
+    config = load_federation(folder / "synthetic-label-skew.yaml")
+    store = S3Store(config.storage)
+    prefix = f"dag-registry/{run_name(run.run_id)}/"
+    layout = {k.removeprefix(prefix) for k in store.list(prefix)}
+    assert layout == {
+        *(f"round-{t}/prior.{ext}" for t in (1, 2, 3) for ext in ("safetensors", "json")),
+        *(f"round-{t}/summary.json" for t in (1, 2)),
+        *(
+            f"round-{t}/updates/site-0{k}.{ext}"
+            for t in (1, 2)
+            for k in (1, 2, 3)
+            for ext in ("safetensors", "json")
+        ),
+        *(f"validation/site-0{k}.json" for k in (1, 2, 3)),
+        *(f"evaluation/site-0{k}.json" for k in (1, 2, 3)),
+    }
 
     # tier 3: the inference DAG scores score.csv with the champion and reports counts only
     scored = inference.test()
     assert str(scored.state) == "success", _states(scored)
-    out = folder.parent / "hospital-data" / "site-03" / "predictions"
+    out = folder.parent / "hospital-data" / "site-04" / "predictions"
     lines = (out / "predictions_fedmap-dag-registry-prior_v1.csv").read_text().splitlines()
     assert lines[0] == "row,probability,prediction,model,version"
     assert len(lines) == 1 + n_score
     assert all(line.endswith(",fedmap-dag-registry-prior,1") for line in lines[1:])
-    from site_tasks.federation import load_federation
-    from site_tasks.rounds import run_name
-    from site_tasks.storage import Keys, S3Store
-
-    config = load_federation(folder / "synthetic-label-skew.yaml")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.url)
-    store = S3Store(config.storage)
     counts = json.loads(
-        store.get(Keys(config.name, run_name(scored.run_id)).inference("site-03")) or b""
+        store.get(Keys(config.name, run_name(scored.run_id)).inference("site-04")) or b""
     )
     assert counts["rows"] == n_score and counts["version"] == "1"
     assert set(counts) == {

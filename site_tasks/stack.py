@@ -122,7 +122,8 @@ def _spawn(stack: Stack, name: str, argv: Sequence[str], cwd: Path) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
-            env={**os.environ, **stack.environment()},
+            # airflow standalone starts its components as `airflow ...` found on PATH
+            env={**os.environ, **stack.environment(), "PATH": f"{BIN}:{os.environ['PATH']}"},
             start_new_session=True,
         )
     _pidfile(stack, name).write_text(str(proc.pid))

@@ -6,6 +6,7 @@ STATE  := .state
 export AIRFLOW_HOME := $(CURDIR)/$(STATE)/airflow
 export MPLCONFIGDIR := $(CURDIR)/$(STATE)/matplotlib
 export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_CACHE_DIR := $(CURDIR)/$(STATE)/pip-cache
 export XDG_CACHE_HOME := $(CURDIR)/$(STATE)/cache
 export XDG_CONFIG_HOME := $(CURDIR)/$(STATE)/config

@@ -134,9 +134,18 @@ def register(
     prior_mean = statistics.fmean(prior_scores) if prior_scores else float("nan")
     base_tags = {"dag_run_id": dag_run_id, "code_version": code_version, "storage_run": config.run}
 
+    prior_blob = store.get(keys.prior(rounds + 1)[0])  # checked before anything is logged
+    if prior_blob is None:
+        raise RuntimeError(
+            f"the final prior {keys.prior(rounds + 1)[0]} is missing: the last round did not "
+            "finish, so nothing is registered"
+        )
+    missing = sorted(set(members) - set(evaluations))
+    if missing:
+        log.warning("no final evaluation from %s: registered without them", ", ".join(missing))
     mlflow.set_experiment(f"fedmap-{config.name}")
     with mlflow.start_run(run_name=config.run) as parent:
-        mlflow.set_tags(base_tags)
+        mlflow.set_tags({**base_tags, "evaluated_sites": ",".join(sorted(evaluations))})
         mlflow.log_params(
             {
                 "method": "fedmap",
@@ -186,9 +195,6 @@ def register(
                     site_versions[site] = _log_model(
                         config, decode_params(blob), model_name(config, site), tags
                     )
-        prior_blob = store.get(keys.prior(rounds + 1)[0])
-        if prior_blob is None:
-            raise RuntimeError(f"the final prior {keys.prior(rounds + 1)[0]} is missing")
         mlflow.log_dict({"prior": keys.prior(rounds + 1)[0]}, "prior_location.json")
         name = model_name(config, "prior")
         version = _log_model(

@@ -129,8 +129,15 @@ def code_version() -> str:
 def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, str] | None:
     """Log the run to MLflow, register its models, apply the gate; None without a server."""
     from site_tasks.registry import register, tracking_uri
+    from site_tasks.storage import Keys
 
     config, store = configure(path, run)
+    if store.get(Keys.of(config).prior(config.rounds + 1)[1]) is None:
+        # fail (not skip): a run whose last round never finished must not end "success"
+        raise RoundNotReady(
+            f"round {config.rounds} did not finish (no final prior): nothing is registered; the "
+            "earlier failed task is the cause"
+        )
     if tracking_uri(config) is None:
         return None
     result = register(config, store, run, code_version(), tolerance)

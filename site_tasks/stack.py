@@ -87,6 +87,7 @@ class Stack:
                 {"conn_type": "http", "host": self.mlflow_url}
             ),
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
         }
 
 

@@ -34,6 +34,10 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_STATE.parent / "dags"))
+# MLflow writes ~/.config/mlflow/telemetry.json and phones home unless told otherwise.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("XDG_CONFIG_HOME", str(_STATE / "config"))
+os.environ.setdefault("XDG_CACHE_HOME", str(_STATE / "cache"))
 # Matplotlib caches fonts under ~/.config unless told otherwise; keep the home directory clean.
 os.environ.setdefault(
     "MPLCONFIGDIR", str(Path(__file__).resolve().parents[1] / ".state" / "matplotlib")

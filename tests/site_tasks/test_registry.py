@@ -24,6 +24,7 @@ def test_register_runs_models_and_gate(
 ) -> None:
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     mlflow.set_tracking_uri(mlflow_server)
     config = replace(load_federation(make_federation(n_sites=2, n_train=120, n_val=40)), rounds=2)
     store = S3Store(config.storage)

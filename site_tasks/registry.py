@@ -197,12 +197,27 @@ def register(
                     )
         mlflow.log_dict({"prior": keys.prior(rounds + 1)[0]}, "prior_location.json")
         name = model_name(config, "prior")
+        # The prior's data is every member's data: the full per-site map goes to the parent run
+        # as an artifact, the tag holds its digest (tags are length-limited) and the counts.
+        validations = {site: _json(store, keys.validation(site)) for site in members}
+        data_versions = {site: v.get("sha256", {}) for site, v in validations.items()}
+        mlflow.log_dict(data_versions, "data_versions.json")
+        digest = hashlib.sha256(json.dumps(data_versions, sort_keys=True).encode()).hexdigest()
         version = _log_model(
             config,
             decode_params(prior_blob),
             name,
             {
                 **base_tags,
+                "data_version": f"sha256:{digest} (per site: data_versions.json of run "
+                f"{parent.info.run_id})",
+                "validation": json.dumps(
+                    {
+                        s: {"success": v.get("success"), "rows": v.get("rows")}
+                        for s, v in validations.items()
+                    },
+                    sort_keys=True,
+                ),
                 "prior_mean_val_accuracy": f"{prior_mean:.6f}",
                 "prior_key": keys.prior(rounds + 1)[0],
                 "prior_manifest_key": keys.prior(rounds + 1)[1],

@@ -56,6 +56,12 @@ def test_register_runs_models_and_gate(
         name: hashlib.sha256((data / name).read_bytes()).hexdigest()
         for name in ("train.csv", "val.csv")
     }
+    prior_tags = client.get_model_version("fedmap-synthetic-label-skew-prior", "1").tags
+    assert prior_tags["dag_run_id"] == "dag-run-1" and prior_tags["code_version"] == "abc123"
+    assert prior_tags["data_version"].startswith("sha256:")
+    assert json.loads(prior_tags["validation"])["site-02"]["success"] is True
+    versions = client.download_artifacts(first.parent_run_id, "data_versions.json")
+    assert set(json.loads(Path(versions).read_text())) == {"site-01", "site-02"}
     info = mlflow.models.get_model_info("models:/fedmap-synthetic-label-skew-prior@champion")
     assert info.signature is not None and info.signature.inputs is not None
     assert info.signature.inputs.input_names()[:2] == ["x00", "x01"]

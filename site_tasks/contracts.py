@@ -28,6 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from site_tasks.versioning import dvc_dir_hash
+
 if TYPE_CHECKING:
     import pandas as pd
     from great_expectations.core.batch_definition import BatchDefinition
@@ -109,7 +111,9 @@ class ValidationSummary:
     results: tuple[ExpectationResult, ...]
     errors: tuple[str, ...]
     sha256: Mapping[str, str] = field(default_factory=dict)
-    """The data version: a SHA-256 per file, so a registered model names the data it saw."""
+    """A SHA-256 per file, so a registered model names the data it saw."""
+    data_version: str = ""
+    """The DVC hash of the site's folder (``<md5>.dir``, as in dvc.lock or a .dvc file)."""
 
     def to_json(self) -> str:
         body = {
@@ -120,6 +124,7 @@ class ValidationSummary:
             "results": [asdict(r) for r in self.results],
             "errors": list(self.errors),
             "sha256": dict(self.sha256),
+            "data_version": self.data_version,
         }
         return json.dumps(body, indent=2, allow_nan=False)
 
@@ -134,6 +139,7 @@ class ValidationSummary:
             results=tuple(ExpectationResult(**r) for r in body["results"]),
             errors=tuple(str(e) for e in body["errors"]),
             sha256={str(k): str(v) for k, v in body.get("sha256", {}).items()},
+            data_version=str(body.get("data_version", "")),
         )
 
 
@@ -270,6 +276,7 @@ def validate_site(site: str, folder: Path, contract: str | Contract) -> Validati
         tuple(results),
         tuple(errors),
         MappingProxyType(digests),
+        dvc_dir_hash(folder) if folder.is_dir() else "",
     )
 
 

@@ -37,24 +37,61 @@ TIERS = {
 }
 
 
-def write_federation(stack: Stack, rounds: int, seed: int) -> Path:
-    """Site folders (made once) and ``federations/demo.yaml``; returns the YAML's path."""
+DATA = REPO / "data" / "demo"
+"""The demo's hospital folders: the ``demo_data`` stage of dvc.yaml, pushed to the S3 remote."""
+
+
+def write_data(out: Path, seed: int) -> None:
+    """Write the 14 site folders and the held-back tier-3 outcomes (``truth/``) under out."""
     from fedmap.data import write_features, write_site
     from fedmap.synthetic import generate
 
-    root = stack.state / "demo"
-    data, truth = root / "hospital-data", root / "truth"
-    if not (data / "site-14").exists():
-        truth.mkdir(parents=True, exist_ok=True)
-        for split in generate("label-skew", seed, num_sites=len(TIERS)):
-            if TIERS[split.name] == 3:  # features only; the outcome is held back for the demo
-                folder = data / split.name
-                folder.mkdir(parents=True, exist_ok=True)
-                write_features(folder / "reference.csv", split.x_train)
-                write_features(folder / "score.csv", split.x_val)
-                (truth / f"{split.name}.txt").write_text("\n".join(map(str, split.y_val)) + "\n")
-            else:
-                write_site(split, data)
+    truth = out / "truth"
+    truth.mkdir(parents=True, exist_ok=True)
+    for split in generate("label-skew", seed, num_sites=len(TIERS)):
+        if TIERS[split.name] == 3:  # features only; the outcome is held back for the demo
+            folder = out / split.name
+            folder.mkdir(parents=True, exist_ok=True)
+            write_features(folder / "reference.csv", split.x_train)
+            write_features(folder / "score.csv", split.x_val)
+            (truth / f"{split.name}.txt").write_text("\n".join(map(str, split.y_val)) + "\n")
+        else:
+            write_site(split, out)
+
+
+def version_data(stack: Stack) -> None:
+    """``dvc repro demo_data`` (a no-op when unchanged), then ``dvc push`` it to the S3 remote
+    ``local`` (the bucket fedmap-dvc on the local server), so another clone can ``dvc pull``."""
+    from site_tasks.federation import StorageConfig
+    from site_tasks.storage import S3Store
+
+    access, secret = stack.credentials()
+    S3Store(
+        StorageConfig("fedmap-dvc", stack.s3_url, access_key_id=access, secret_access_key=secret)
+    ).ensure_bucket()
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": access,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    steps = (
+        ["remote", "modify", "--local", "local", "endpointurl", stack.s3_url],
+        ["repro", "demo_data"],
+        ["push", "demo_data", "-r", "local"],
+    )
+    for args in steps:
+        done = subprocess.run(
+            [str(BIN / "dvc"), *args], env=env, cwd=REPO, capture_output=True, text=True
+        )
+        if done.returncode:
+            raise RuntimeError(
+                f"dvc {' '.join(args)} failed:\n{done.stdout[-1500:]}{done.stderr[-1500:]}"
+            )
+
+
+def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) -> Path:
+    """``federations/demo.yaml`` over the site folders in data; returns the YAML's path."""
     body = {
         "name": FEDERATION,
         "task": {"contract": "synthetic", "target": "label", "model": "mlp", "n_features": 30},
@@ -70,7 +107,7 @@ def write_federation(stack: Stack, rounds: int, seed: int) -> Path:
             "seed": seed,
         },
         "sites": {
-            name: {"data": f"../hospital-data/{name}", "tier": tier, "queue": name}
+            name: {"data": str(data / name), "tier": tier, "queue": name}
             for name, tier in sorted(TIERS.items())
         },
         "min_sites": 6,
@@ -78,7 +115,7 @@ def write_federation(stack: Stack, rounds: int, seed: int) -> Path:
         "storage": {"bucket": "fedmap-demo", "connection": "fedmap_s3"},
         "mlflow": {"connection": "fedmap_mlflow"},
         "device": "auto",
-        "state_dir": "../site-state",
+        "state_dir": str(stack.state / "demo" / "site-state"),
     }
     stack.federations.mkdir(parents=True, exist_ok=True)
     path = stack.federations / f"{FEDERATION}.yaml"
@@ -177,7 +214,7 @@ def summarise(stack: Stack, path: Path, run_id: str) -> dict[str, Any]:
 def _tier3_accuracy(stack: Stack, folder: Path, site: str) -> float | None:
     """Accuracy of the newest predictions file against the outcomes the demo held back."""
     files = sorted(folder.glob("predictions_*.csv"), key=lambda p: p.stat().st_mtime)
-    truth_file = stack.state / "demo" / "truth" / f"{site}.txt"
+    truth_file = DATA / "truth" / f"{site}.txt"
     if not files or not truth_file.exists():
         return None
     predicted = [int(line.split(",")[2]) for line in files[-1].read_text().splitlines()[1:]]
@@ -212,12 +249,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, default=REPO / ".state", help="the state folder")
     parser.add_argument("--rounds", type=int, default=20, help="communication rounds (20)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed (0)")
+    parser.add_argument(
+        "--write-data", type=Path, metavar="DIR", help="only write the site folders (dvc stage)"
+    )
     args = parser.parse_args(argv)
+    if args.write_data:
+        write_data(args.write_data, args.seed)
+        return 0
     stack = Stack(args.state.resolve())
     began = time.monotonic()
     started = [name for name, start in (("s3", start_s3), ("mlflow", start_mlflow)) if start(stack)]
     print(f"services: S3 {stack.s3_url}, MLflow {stack.mlflow_url}", flush=True)
     try:
+        print("data: dvc repro demo_data && dvc push -r local (bucket fedmap-dvc)", flush=True)
+        version_data(stack)
         path = write_federation(stack, args.rounds, args.seed)
         print(f"federation: {path} (10 tier-1, 2 tier-2, 2 tier-3 sites)", flush=True)
         access, secret = stack.credentials()

@@ -164,8 +164,16 @@ def register(
         mlflow.log_metric("prior_mean_val_accuracy", prior_mean)
         site_versions: dict[str, str] = {}
         for site in members:
+            validation = _json(store, keys.validation(site))
             with mlflow.start_run(run_name=site, nested=True):
-                mlflow.set_tags({**base_tags, "site": site, "tier": "1"})
+                mlflow.set_tags(
+                    {
+                        **base_tags,
+                        "site": site,
+                        "tier": "1",
+                        "data_version": str(validation.get("data_version", "")),
+                    }
+                )
                 for t in range(1, rounds + 1):
                     manifest = _json(store, keys.update(t, site)[1])
                     summary = _json(store, keys.summary(t))
@@ -183,11 +191,13 @@ def register(
                         mlflow.log_metric("gain_over_local_accuracy", gain)
                 blob = store.get(keys.update(rounds, site)[0])
                 if blob is not None and final:
-                    validation = _json(store, keys.validation(site))
                     tags = {
                         **base_tags,
                         "site": site,
-                        "data_version": json.dumps(validation.get("sha256", {}), sort_keys=True),
+                        "data_version": str(validation.get("data_version", "")),
+                        "data_files_sha256": json.dumps(
+                            validation.get("sha256", {}), sort_keys=True
+                        ),
                         "validation": json.dumps(
                             {"success": validation.get("success"), "rows": validation.get("rows")}
                         ),
@@ -197,20 +207,20 @@ def register(
                     )
         mlflow.log_dict({"prior": keys.prior(rounds + 1)[0]}, "prior_location.json")
         name = model_name(config, "prior")
-        # The prior's data is every member's data: the full per-site map goes to the parent run
-        # as an artifact, the tag holds its digest (tags are length-limited) and the counts.
+        # The prior's data is every member's data: the tag maps each site to its DVC hash; the
+        # per-file SHA-256s go to the parent run as an artifact (tags are length-limited).
         validations = {site: _json(store, keys.validation(site)) for site in members}
-        data_versions = {site: v.get("sha256", {}) for site, v in validations.items()}
-        mlflow.log_dict(data_versions, "data_versions.json")
-        digest = hashlib.sha256(json.dumps(data_versions, sort_keys=True).encode()).hexdigest()
+        mlflow.log_dict(
+            {site: v.get("sha256", {}) for site, v in validations.items()}, "data_files.json"
+        )
+        data_versions = {site: str(v.get("data_version", "")) for site, v in validations.items()}
         version = _log_model(
             config,
             decode_params(prior_blob),
             name,
             {
                 **base_tags,
-                "data_version": f"sha256:{digest} (per site: data_versions.json of run "
-                f"{parent.info.run_id})",
+                "data_version": json.dumps(data_versions, sort_keys=True),
                 "validation": json.dumps(
                     {
                         s: {"success": v.get("success"), "rows": v.get("rows")}

@@ -51,8 +51,10 @@ class ScoringSummary:
 
 
 def output_folder(config: FederationConfig, site: str) -> Path:
+    """The site's ``output`` folder, else ``<state_dir>/predictions/<federation>/<site>``: never
+    inside the data folder, which may be read-only and whose DVC hash is the data version."""
     spec = config.site(site)
-    return spec.output or spec.data / "predictions"
+    return spec.output or config.state_dir / "predictions" / config.name / site
 
 
 def write_predictions(

@@ -305,7 +305,8 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     site = client.get_model_version("fedmap-dag-registry-site-02", "1")
     assert site.tags["dag_run_id"] == run.run_id
     assert len(site.tags["code_version"]) >= 7
-    assert set(json.loads(site.tags["data_version"])) == {"train.csv", "val.csv"}
+    assert site.tags["data_version"].endswith(".dir")  # the DVC hash of the site's folder
+    assert set(json.loads(site.tags["data_files_sha256"])) == {"train.csv", "val.csv"}
     assert json.loads(site.tags["validation"])["success"] is True
     for who in ("site-01", "site-02", "site-03", "prior"):
         assert client.get_registered_model(f"fedmap-dag-registry-{who}").latest_versions
@@ -350,7 +351,7 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     # tier 3: the inference DAG scores score.csv with the champion and reports counts only
     scored = inference.test()
     assert str(scored.state) == "success", _states(scored)
-    out = folder.parent / "hospital-data" / "site-04" / "predictions"
+    out = config.state_dir / "predictions" / "dag-registry" / "site-04"
     lines = (out / "predictions_fedmap-dag-registry-prior_v1.csv").read_text().splitlines()
     assert lines[0] == "row,probability,prediction,model,version"
     assert len(lines) == 1 + n_score

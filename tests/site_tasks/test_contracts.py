@@ -34,6 +34,7 @@ from site_tasks.sources import (
     heart_disease_sites,
     tcga_brca_sites,
 )
+from site_tasks.versioning import dvc_dir_hash
 
 HEART = Path(__file__).parent / "data" / "fed_heart_disease"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -274,8 +275,18 @@ def test_summary_json_round_trip(site: Path) -> None:
     text = summary.to_json()
     assert ValidationSummary.from_json(text) == summary
     body = json.loads(text)
-    assert set(body) == {"site", "contract", "success", "rows", "results", "errors", "sha256"}
-    # the data version: one SHA-256 per file, nothing else about the file
+    assert set(body) == {
+        "site",
+        "contract",
+        "success",
+        "rows",
+        "results",
+        "errors",
+        "sha256",
+        "data_version",
+    }
+    # one SHA-256 per file and the folder's DVC hash, nothing else about the files
+    assert body["data_version"] == dvc_dir_hash(site)
     assert set(body["sha256"]) == {"train.csv"}
     assert re.fullmatch(r"[0-9a-f]{64}", body["sha256"]["train.csv"])
     fields = {"file", "expectation", "column", "success", "unexpected_count", "unexpected_percent"}

@@ -52,16 +52,21 @@ def test_register_runs_models_and_gate(
     import hashlib
 
     data = config.site("site-01").data
-    assert json.loads(version.tags["data_version"]) == {
+    assert json.loads(version.tags["data_files_sha256"]) == {
         name: hashlib.sha256((data / name).read_bytes()).hexdigest()
         for name in ("train.csv", "val.csv")
     }
+    from site_tasks.versioning import dvc_dir_hash
+
+    assert version.tags["data_version"] == dvc_dir_hash(data)
     prior_tags = client.get_model_version("fedmap-synthetic-label-skew-prior", "1").tags
     assert prior_tags["dag_run_id"] == "dag-run-1" and prior_tags["code_version"] == "abc123"
-    assert prior_tags["data_version"].startswith("sha256:")
+    assert json.loads(prior_tags["data_version"]) == {
+        s: dvc_dir_hash(config.site(s).data) for s in ("site-01", "site-02")
+    }
     assert json.loads(prior_tags["validation"])["site-02"]["success"] is True
-    versions = client.download_artifacts(first.parent_run_id, "data_versions.json")
-    assert set(json.loads(Path(versions).read_text())) == {"site-01", "site-02"}
+    per_file = client.download_artifacts(first.parent_run_id, "data_files.json")
+    assert set(json.loads(Path(per_file).read_text())) == {"site-01", "site-02"}
     info = mlflow.models.get_model_info("models:/fedmap-synthetic-label-skew-prior@champion")
     assert info.signature is not None and info.signature.inputs is not None
     assert info.signature.inputs.input_names()[:2] == ["x00", "x01"]

@@ -107,6 +107,10 @@ def expected_proba(
     return predict_proba(model, x).numpy().astype(np.float64)
 
 
+def default_output(t: Tier3) -> Path:
+    return t.config.state_dir / "predictions" / t.config.name / SITE
+
+
 def read_predictions(path: Path) -> tuple[list[str], list[list[str]]]:
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
@@ -159,8 +163,9 @@ def test_scores_every_row_with_reference_statistics_and_reports_counts_only(
     rel = release()
     summary = score_site(t.config, SITE, t.store, rel)
 
-    path = t.folder / "predictions" / PREDICTIONS
-    assert output_folder(t.config, SITE) == t.folder / "predictions"
+    path = default_output(t) / PREDICTIONS
+    assert output_folder(t.config, SITE) == default_output(t)
+    assert not (t.folder / "predictions").exists()  # never inside the (read-only) data folder
     assert path.is_file()
     text = path.read_text()
     lines = text.splitlines()
@@ -230,7 +235,7 @@ def test_statistics_come_from_reference_and_a_row_does_not_depend_on_its_neighbo
 ) -> None:
     t = tier3(make_federation)
     rel = release()
-    path = t.folder / "predictions" / PREDICTIONS
+    path = default_output(t) / PREDICTIONS
 
     score_site(t.config, SITE, t.store, rel)
     first = probabilities(path)
@@ -314,7 +319,7 @@ def test_exactly_min_reference_rows_is_enough(make_federation: Callable[..., Pat
     summary = score_site(t.config, SITE, t.store, release())
     assert summary.reference_rows == MIN_REFERENCE_ROWS
     np.testing.assert_allclose(
-        probabilities(t.folder / "predictions" / PREDICTIONS),
+        probabilities(default_output(t) / PREDICTIONS),
         expected_proba(release(), t.reference[:MIN_REFERENCE_ROWS], t.score),
         atol=1e-5,
         rtol=0,
@@ -341,7 +346,7 @@ def test_output_key_redirects_the_predictions(make_federation: Callable[..., Pat
     summary = score_site(t.config, SITE, t.store, release())
     assert summary.predictions_file == PREDICTIONS
     assert sorted(p.name for p in expected_folder.iterdir()) == [PREDICTIONS]
-    assert not (t.folder / "predictions").exists()
+    assert not default_output(t).exists()
     np.testing.assert_allclose(
         probabilities(expected_folder / PREDICTIONS),
         expected_proba(release(), t.reference, t.score),
@@ -402,7 +407,7 @@ def test_feature_columns_leave_out_the_target() -> None:
 
 def test_rescoring_overwrites_with_identical_bytes(make_federation: Callable[..., Path]) -> None:
     t = tier3(make_federation)
-    path = t.folder / "predictions" / PREDICTIONS
+    path = default_output(t) / PREDICTIONS
     first_summary = score_site(t.config, SITE, t.store, release())
     first = path.read_bytes()
     key = Keys.of(t.config).inference(SITE)
@@ -540,7 +545,7 @@ def test_a_file_that_passes_validation_can_be_scored(
     else:
         assert summary.rows == N_VAL
         np.testing.assert_allclose(
-            probabilities(t.folder / "predictions" / PREDICTIONS),
+            probabilities(default_output(t) / PREDICTIONS),
             expected_proba(release(), t.reference, t.score),
             atol=1e-5,
             rtol=0,

@@ -39,6 +39,8 @@ class RoundSummary:
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
     """Members that uploaded nothing at all for the round."""
+    workers: Mapping[str, str] = field(default_factory=dict)
+    """Which worker ran each contributing site's training (from its manifest), when it said."""
 
 
 class NoValidUpdates(RuntimeError):
@@ -107,5 +109,14 @@ def aggregate_round(
         rejected=rejected,
         metrics={u.site: dict(u.metrics) for u in accepted},
         missing=tuple(sorted(set(members or ()) - {c.site for c in candidates})),
+        workers={u.site: w for u in accepted if (w := _worker(candidates, u.site))},
     )
     return new_prior, summary
+
+
+def _worker(candidates: Sequence[Candidate], site: str) -> str:
+    """The ``worker`` an accepted update's manifest names (``extra.worker``), or ''."""
+    for c in candidates:
+        if c.site == site and c.manifest is not None:
+            return str(Manifest.from_json(c.manifest).extra.get("worker", ""))
+    return ""

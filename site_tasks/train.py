@@ -50,6 +50,14 @@ class TrainResult:
     device: str
 
 
+def worker_name() -> str:
+    """Who runs this site's tasks: $FEDMAP_WORKER (an edge worker's name), else the host name.
+    It goes into the update's manifest so the round summary shows which worker ran each site."""
+    import socket
+
+    return os.environ.get("FEDMAP_WORKER") or socket.gethostname()
+
+
 def round_seed(config: FederationConfig, site: str, round_: int) -> int:
     """A shuffling seed fixed by (federation, run, site, round), so a re-run repeats exactly."""
     digest = hashlib.sha256(
@@ -220,6 +228,7 @@ def train(
         num_examples=fitted.update.num_examples,
         log_omega=fitted.update.log_omega,
         metrics=fitted.metrics,
+        extra={"worker": worker_name()},
     )
     tensors_key, manifest_key = Keys.of(config).update(round_, site)
     store.put(tensors_key, blob)

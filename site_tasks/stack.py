@@ -111,8 +111,16 @@ def _pidfile(stack: Stack, name: str) -> Path:
     return stack.state / "pids" / f"{name}.pid"
 
 
-def _spawn(stack: Stack, name: str, argv: Sequence[str], cwd: Path) -> None:
-    """Start argv in its own session (so ``down`` can stop its whole process group)."""
+def _spawn(
+    stack: Stack,
+    name: str,
+    argv: Sequence[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+) -> None:
+    """Start argv in its own session (so ``down`` can stop its whole process group), with the
+    stack's environment unless ``env`` is given."""
     logs = stack.state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _pidfile(stack, name).parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +132,13 @@ def _spawn(stack: Stack, name: str, argv: Sequence[str], cwd: Path) -> None:
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             # airflow standalone starts its components as `airflow ...` found on PATH
-            env={**os.environ, **stack.environment(), "PATH": f"{BIN}:{os.environ['PATH']}"},
+            env={
+                **os.environ,
+                **(stack.environment() if env is None else env),
+                "PATH": f"{BIN}:{os.environ['PATH']}",
+            },
             start_new_session=True,
+            user=user,
         )
     _pidfile(stack, name).write_text(str(proc.pid))
 
@@ -188,27 +201,42 @@ def start_airflow(stack: Stack) -> bool:
     return True
 
 
-def stop(stack: Stack, name: str) -> bool:
-    """Stop a service started by this module: TERM its process group, then KILL after 20 s."""
+def _session(sid: int) -> list[int]:
+    """Every process of a session. Airflow puts each task in a process group of its own inside
+    the worker's session, so signalling the leader's group alone would leave tasks running."""
+    out = subprocess.run(["ps", "-o", "pid=", "-s", str(sid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop(stack: Stack, name: str, timeout: float = 20) -> bool:
+    """Stop a service started by this module: TERM every process of its session, then KILL what
+    is left after ``timeout`` seconds."""
     pidfile = _pidfile(stack, name)
     if not pidfile.exists():
         return False
-    pid = int(pidfile.read_text())
+    sid = int(pidfile.read_text())
     pidfile.unlink()
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    pids = _session(sid)
+    if not pids:
         return False
-    deadline = time.monotonic() + 20
+    _signal_all(pids, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):  # reap it when it is our own child
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+            os.waitpid(sid, os.WNOHANG)
+        alive = [p for p in _session(sid) if p in pids]
+        if not alive:
             return True
         time.sleep(0.2)
-    os.killpg(pid, signal.SIGKILL)
+    _signal_all(_session(sid), signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(sid, os.WNOHANG)
     return True
 
 

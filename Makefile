@@ -11,7 +11,7 @@ export PIP_CACHE_DIR := $(CURDIR)/$(STATE)/pip-cache
 export XDG_CACHE_HOME := $(CURDIR)/$(STATE)/cache
 export XDG_CONFIG_HOME := $(CURDIR)/$(STATE)/config
 
-.PHONY: install test lint demo simulate bench up down clean
+.PHONY: install test lint demo simulate bench up down federation-up federation-down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,10 +52,18 @@ up: install
 down:
 	test -x $(PY) && $(PY) -m site_tasks.stack down || true
 
+# A real multi-process federation: PostgreSQL, Airflow API server + scheduler + DAG processor,
+# an S3 server, and one edge worker per site (FEDERATION=path/to/file.yaml, default: 3 demo sites).
+federation-up: install
+	$(PY) -m site_tasks.edge up $(if $(FEDERATION),--federation $(FEDERATION),)
+
+federation-down:
+	test -x $(PY) && $(PY) -m site_tasks.edge down || true
+
 # DVC runs each stage's cmd through the shell, so the venv's fedmap and python go first on PATH.
 bench: install
 	mkdir -p $(STATE)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro benchmark_synthetic
 
-clean: down
+clean: down federation-down
 	rm -rf $(STATE)

@@ -269,6 +269,32 @@ def down(d: Deployment) -> list[str]:
     return stopped
 
 
+def example_federation(d: Deployment) -> Path:
+    """Three hospitals of the demo data (``data/demo``, made if missing), each on its own queue,
+    two rounds, quorum two, storage and MLflow through the deployment's connections."""
+    import yaml
+
+    from site_tasks.demo import DATA, write_data
+
+    if not (DATA / "site-03").exists():
+        write_data(DATA, seed=0)
+    sites = ("site-01", "site-02", "site-03")
+    body = {
+        "name": "edge-demo",
+        "task": {"contract": "synthetic"},
+        "algorithm": {"rounds": 5, "epochs": 1, "batch_size": 64, "lr": 0.01},
+        "sites": {s: {"data": str(DATA / s), "queue": s} for s in sites},
+        "min_sites": 2,
+        "storage": {"bucket": "fedmap-edge", "connection": "fedmap_s3"},
+        "device": "auto",
+        "state_dir": str(d.state / "site-state"),
+    }
+    path = d.state / "edge-demo.yaml"
+    d.state.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m site_tasks.edge",
@@ -276,20 +302,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server, scheduler and DAG processor, an S3 server, and one edge worker per site.",
     )
     parser.add_argument("command", choices=("up", "down"))
-    parser.add_argument("--federation", type=Path, help="the federation file (for up)")
+    parser.add_argument(
+        "--federation",
+        type=Path,
+        help="the federation file for up (default: 3 demo hospitals, fedmap_edge-demo)",
+    )
     parser.add_argument(
         "--state", type=Path, default=REPO / ".state" / "federation", help="the state folder"
     )
     args = parser.parse_args(argv)
     d = Deployment(args.state.resolve())
     if args.command == "up":
-        if args.federation is None:
-            parser.error("up needs --federation FILE")
         began = time.monotonic()
-        sites = up(args.federation.resolve(), d)
+        federation = args.federation.resolve() if args.federation else example_federation(d)
+        sites = up(federation, d)
         print(f"centre: {d.api_url} (Airflow UI and edge API), PostgreSQL :{d.pg_port}")
         print(f"workers: {', '.join(sites)} (one process each; logs in {d.state / 'logs'})")
         print(f"up in {time.monotonic() - began:.0f} s; stop with: make federation-down")
+        print(
+            f"run it: open {d.api_url}, unpause fedmap_<name> and trigger it (new DAGs start "
+            "paused); each site task shows its worker as the task's host"
+        )
     else:
         print("stopped:", ", ".join(down(d)) or "nothing")
     return 0

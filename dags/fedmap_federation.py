@@ -39,7 +39,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
 
 from site_tasks.plan import FederationPlan, PlanError, read_plan
 
@@ -72,7 +72,10 @@ def _environment(plan: FederationPlan) -> dict[str, str]:
             if value:
                 env[name] = str(value)
     if plan.mlflow_connection:
-        server = Connection.get(plan.mlflow_connection)
+        try:
+            server = Connection.get(plan.mlflow_connection)
+        except AirflowNotFoundException:  # a tier-1/2 site never uses MLflow and may lack it
+            return env
         host = str(server.host or "")
         if "://" not in host:
             port = f":{server.port}" if server.port else ""

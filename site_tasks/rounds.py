@@ -95,8 +95,7 @@ def score_site(path: Path, run: str, site: str) -> dict[str, int | str]:
     """Tier 3: score the site's score.csv with the champion prior; return the counts."""
     from site_tasks.score import score_site as score
 
-    config, store = configure(path, run)
-    store.ensure_bucket()
+    config, store = configure(path, run)  # the centre made the bucket; a site may not
     summary = score(config, site, store)
     return {
         "model": summary.model,

@@ -138,17 +138,11 @@ def running(
             proc.kill()
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     """``rclone serve s3`` on a free 127.0.0.1 port over a temporary folder, with SigV4 auth."""
+    from site_tasks.stack import accepts
+
     rclone = Path(sys.executable).with_name("rclone")
     if not rclone.exists():
         found = shutil.which("rclone")
@@ -173,7 +167,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    with running(proc, lambda: _accepts(port), "rclone serve s3", 15):
+    with running(proc, lambda: accepts(port), "rclone serve s3", 15):
         yield S3Endpoint(f"http://127.0.0.1:{port}", access, secret, root)
 
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,14 +18,6 @@ import pytest
 import yaml
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "fedmap_federation.py"
-
-
-@pytest.fixture(scope="module")
-def airflow_db() -> Iterator[None]:
-    """A migrated SQLite metadata DB under $AIRFLOW_HOME (set by tests/conftest.py)."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ)
-    yield
 
 
 def load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:

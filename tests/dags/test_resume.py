@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -23,14 +20,6 @@ import yaml
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "fedmap_federation.py"
 DAG_ID = "fedmap_synthetic-label-skew"
 SITES = ("site-01", "site-02", "site-03")
-
-
-@pytest.fixture(scope="module")
-def airflow_db() -> Iterator[None]:
-    """A migrated SQLite metadata DB under $AIRFLOW_HOME (set by tests/conftest.py)."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ)
-    yield
 
 
 def load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:

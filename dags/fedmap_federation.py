@@ -56,8 +56,9 @@ def _run_id() -> str:
     return str(get_current_context()["run_id"])
 
 
-def _environment(plan: FederationPlan) -> dict[str, str]:
-    """The federation's Airflow connections as the variables boto3 and MLflow read."""
+def _environment(plan: FederationPlan, site: bool) -> dict[str, str]:
+    """The federation's Airflow connections as the variables boto3 and MLflow read. A site's
+    worker may lack the MLflow connection (tiers 1-2 never use it); the centre may not."""
     from airflow.sdk import Connection
 
     env: dict[str, str] = {}
@@ -74,7 +75,9 @@ def _environment(plan: FederationPlan) -> dict[str, str]:
     if plan.mlflow_connection:
         try:
             server = Connection.get(plan.mlflow_connection)
-        except AirflowNotFoundException:  # a tier-1/2 site never uses MLflow and may lack it
+        except AirflowNotFoundException:
+            if not site:
+                raise
             return env
         host = str(server.host or "")
         if "://" not in host:
@@ -85,9 +88,10 @@ def _environment(plan: FederationPlan) -> dict[str, str]:
 
 
 @contextmanager
-def settings(plan: FederationPlan) -> Iterator[None]:
-    """Run a task body with the federation's connections in its environment, then restore it."""
-    env = _environment(plan)
+def settings(plan: FederationPlan, site: bool = False) -> Iterator[None]:
+    """Run a task body with the federation's connections in its environment, then restore it.
+    ``site``: the task runs on a site's queue (validate, train, finalise, score)."""
+    env = _environment(plan, site)
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
@@ -133,7 +137,7 @@ def build(plan: FederationPlan) -> Any:
                     from site_tasks import rounds
 
                     try:
-                        with settings(plan):
+                        with settings(plan, site=True):
                             return rounds.validate_site(Path(path), _run_id(), name)
                     except rounds.SiteExcluded as exc:
                         raise AirflowSkipException(f"{name} excluded from this run: {exc}") from exc
@@ -158,7 +162,7 @@ def build(plan: FederationPlan) -> Any:
                     def train(name: str, round_: int) -> str:
                         from site_tasks import rounds
 
-                        with settings(plan):
+                        with settings(plan, site=True):
                             return rounds.train_site(Path(path), _run_id(), name, round_)
 
                     step = train(contributor.name, t)
@@ -193,7 +197,7 @@ def build(plan: FederationPlan) -> Any:
                 def finalise(name: str, tier: int) -> float:
                     from site_tasks import rounds
 
-                    with settings(plan):
+                    with settings(plan, site=True):
                         if tier == 1:
                             return rounds.evaluate_site(Path(path), _run_id(), name)
                         return rounds.finetune_site(Path(path), _run_id(), name)
@@ -277,7 +281,7 @@ def build_inference(plan: FederationPlan) -> Any:
                 def score(name: str) -> dict[str, int | str]:
                     from site_tasks import rounds
 
-                    with settings(plan):
+                    with settings(plan, site=True):
                         return rounds.score_site(Path(path), _run_id(), name)
 
                 score(site.name)

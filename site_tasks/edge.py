@@ -28,7 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from site_tasks.plan import read_plan
-from site_tasks.stack import BIN, REPO, Stack, _spawn, _wait, accepts, healthy, stop
+from site_tasks.stack import (
+    BIN,
+    REPO,
+    Stack,
+    _spawn,
+    _wait,
+    accepts,
+    healthy,
+    running_pid,
+    stop,
+)
 
 EXECUTORS = "LocalExecutor,airflow.providers.edge3.executors.EdgeExecutor"
 CENTRE = ("postgres", "api-server", "scheduler", "dag-processor")
@@ -44,6 +54,8 @@ class Deployment:
     api_port: int = int(os.environ.get("FEDMAP_FED_API_PORT", "28080"))
     pg_port: int = int(os.environ.get("FEDMAP_FED_PG_PORT", "54329"))
     s3_port: int = int(os.environ.get("FEDMAP_FED_S3_PORT", "29000"))
+    log_port: int = int(os.environ.get("FEDMAP_FED_LOG_PORT", "28793"))
+    """The scheduler's task-log server (Airflow's default 8793 may belong to another stack)."""
     queued_timeout_s: int = int(os.environ.get("FEDMAP_QUEUED_TIMEOUT_S", "60"))
     """A site task no worker picks up within this time fails, and the quorum decides."""
 
@@ -128,7 +140,7 @@ class Deployment:
             # task whose worker died is failed after 30 s without a heartbeat (default 300 s)
             "AIRFLOW__SCHEDULER__NUM_STUCK_IN_QUEUED_RETRIES": "0",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.api_port + 1),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_port),
             "AIRFLOW_CONN_FEDMAP_S3": self.s3_connection("centre"),
             "FEDMAP_WORKER": "centre",
         }
@@ -212,7 +224,10 @@ def start_s3(d: Deployment, sites: Sequence[str]) -> None:
 
 
 def _spawn_env(d: Deployment, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
-    _spawn(d.stack, name, argv, d.state, env)
+    """Start a service unless the very process started earlier is still running (a rerun of
+    ``up`` must not start a second scheduler or a second worker for the same site)."""
+    if running_pid(d.stack, name) is None:
+        _spawn(d.stack, name, argv, d.state, env)
 
 
 def up(federation: Path, d: Deployment) -> list[str]:
@@ -229,7 +244,7 @@ def up(federation: Path, d: Deployment) -> list[str]:
     (d.state / "centre" / "config").mkdir(parents=True, exist_ok=True)
     shutil.copy(POLICY, d.state / "centre" / "config" / "airflow_local_settings.py")
     (d.state / "federations").mkdir(parents=True, exist_ok=True)
-    shutil.copy(federation, d.state / "federations" / f"{plan.name}.yaml")
+    (d.state / "federations" / f"{plan.name}.yaml").write_text(absolute(federation))
     start_s3(d, sites)
     start_postgres(d)
     env = {**os.environ, **d.centre_env()}
@@ -237,7 +252,7 @@ def up(federation: Path, d: Deployment) -> list[str]:
         [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True
     )
     for name, argv in (
-        ("api-server", ["api-server", "--port", str(d.api_port)]),
+        ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(d.api_port)]),
         ("scheduler", ["scheduler"]),
         ("dag-processor", ["dag-processor"]),
     ):
@@ -251,6 +266,26 @@ def up(federation: Path, d: Deployment) -> list[str]:
     for site in plan.sites:
         start_worker(d, site.name, site.queue)
     return sites
+
+
+def absolute(federation: Path) -> str:
+    """The federation file with its folders made absolute, so it means the same thing from the
+    deployment's own federations folder (paths in the file are relative to the file)."""
+    import yaml
+
+    body = yaml.safe_load(federation.read_text())
+    base = federation.parent
+
+    def resolve(value: str) -> str:
+        return str((base / value).resolve())
+
+    for spec in body.get("sites", {}).values():
+        for key in ("data", "output"):
+            if isinstance(spec, dict) and isinstance(spec.get(key), str):
+                spec[key] = resolve(spec[key])
+    if isinstance(body.get("state_dir"), str):
+        body["state_dir"] = resolve(body["state_dir"])
+    return str(yaml.safe_dump(body, sort_keys=False))
 
 
 def start_worker(d: Deployment, site: str, queue: str) -> None:

@@ -49,7 +49,7 @@ class SitePlan:
     """1: trains every round and contributes; 2: fine-tunes the final prior locally; 3: inference only."""
     queue: str = "default"
     output: str | None = None
-    """Tier 3: where predictions are written (default ``<data>/predictions``)."""
+    """Tier 3: where predictions are written (default ``<state_dir>/predictions/<name>/<site>``)."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -244,6 +245,9 @@ def gate(name: str, version: str, score: float, tolerance: float) -> tuple[str, 
     import mlflow
 
     client = mlflow.MlflowClient()
+    if math.isnan(score):  # no site sent an evaluation: nothing to judge the prior by
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        return CHALLENGER, "no site evaluated the new prior; kept as challenger"
     aliases = client.get_registered_model(name).aliases
     current = aliases.get(CHAMPION)
     if current is None or current == version:
@@ -251,7 +255,7 @@ def gate(name: str, version: str, score: float, tolerance: float) -> tuple[str, 
         return CHAMPION, "no champion yet"
     tags = client.get_model_version(name, current).tags
     best = float(tags.get("prior_mean_val_accuracy", "nan"))
-    if score >= best - tolerance:
+    if math.isnan(best) or score >= best - tolerance:  # a champion without a score yields
         client.set_registered_model_alias(name, CHAMPION, version)
         return CHAMPION, f"mean validation accuracy {score:.4f} vs champion {best:.4f}"
     client.set_registered_model_alias(name, CHALLENGER, version)

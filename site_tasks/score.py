@@ -115,7 +115,7 @@ def score_site(
         release.name,
         release.version,
         summary.predicted_positive,
-        path,
+        path.name,  # the site's folders stay out of logs, which edge workers ship to the centre
         key,
     )
     return summary

@@ -79,6 +79,7 @@ class Stack:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",  # every local user is admin: never on the network
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "FEDMAP_FEDERATIONS_DIR": str(self.federations),
@@ -140,7 +141,7 @@ def _spawn(
             start_new_session=True,
             user=user,
         )
-    _pidfile(stack, name).write_text(str(proc.pid))
+    _pidfile(stack, name).write_text(f"{proc.pid} {_started(proc.pid)}")
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path) -> None:
@@ -201,6 +202,28 @@ def start_airflow(stack: Stack) -> bool:
     return True
 
 
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat), so a
+    pid file can tell its own process from a later one that reused the number."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def running_pid(stack: Stack, name: str) -> int | None:
+    """The pid this module started for ``name``, if that very process is still alive; a stale
+    pid file (the process is gone, or its number now belongs to another) is removed."""
+    pidfile = _pidfile(stack, name)
+    if not pidfile.exists():
+        return None
+    pid, _, started = pidfile.read_text().partition(" ")
+    if started and _started(int(pid)) == started:
+        return int(pid)
+    pidfile.unlink()
+    return None
+
+
 def _session(sid: int) -> list[int]:
     """Every process of a session. Airflow puts each task in a process group of its own inside
     the worker's session, so signalling the leader's group alone would leave tasks running."""
@@ -217,11 +240,10 @@ def _signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
 def stop(stack: Stack, name: str, timeout: float = 20) -> bool:
     """Stop a service started by this module: TERM every process of its session, then KILL what
     is left after ``timeout`` seconds."""
-    pidfile = _pidfile(stack, name)
-    if not pidfile.exists():
+    sid = running_pid(stack, name)
+    if sid is None:
         return False
-    sid = int(pidfile.read_text())
-    pidfile.unlink()
+    _pidfile(stack, name).unlink()
     pids = _session(sid)
     if not pids:
         return False

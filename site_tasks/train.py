@@ -50,12 +50,11 @@ class TrainResult:
     device: str
 
 
-def worker_name() -> str:
-    """Who runs this site's tasks: $FEDMAP_WORKER (an edge worker's name), else the host name.
-    It goes into the update's manifest so the round summary shows which worker ran each site."""
-    import socket
-
-    return os.environ.get("FEDMAP_WORKER") or socket.gethostname()
+def worker_name(site: str) -> str:
+    """Who runs this site's tasks: $FEDMAP_WORKER (an edge worker's name), else the site itself.
+    It goes into the update's manifest so the round summary shows which worker ran each site;
+    the machine's host name is never sent."""
+    return os.environ.get("FEDMAP_WORKER") or site
 
 
 def round_seed(config: FederationConfig, site: str, round_: int) -> int:
@@ -228,7 +227,7 @@ def train(
         num_examples=fitted.update.num_examples,
         log_omega=fitted.update.log_omega,
         metrics=fitted.metrics,
-        extra={"worker": worker_name()},
+        extra={"worker": worker_name(site)},
     )
     tensors_key, manifest_key = Keys.of(config).update(round_, site)
     store.put(tensors_key, blob)

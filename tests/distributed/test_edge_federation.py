@@ -102,6 +102,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deplo
         api_port=free_port(),
         pg_port=free_port(),
         s3_port=free_port(),
+        log_port=free_port(),
         queued_timeout_s=20,
     )
     saved = dict(os.environ)
@@ -190,9 +191,9 @@ def test_each_site_runs_on_its_own_worker(federation: tuple[Deployment, Path]) -
 def test_a_stopped_worker_is_dropped_by_the_quorum(federation: tuple[Deployment, Path]) -> None:
     d, _ = federation
     trigger(d, "edge-run-2")
-    wait(
-        "round 1 aggregated",
-        lambda: task_states(d, "edge-run-2").get("round_1.aggregate", ("",))[0] == "success",
+    wait(  # site-03 has sent its round-1 update: it is part of this run
+        "site-03 trained round 1",
+        lambda: task_states(d, "edge-run-2").get("round_1.train_site-03", ("",))[0] == "success",
         300,
     )
     assert stop(d.stack, "worker-site-03", timeout=1)  # the hospital's machine goes away

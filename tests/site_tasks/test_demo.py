@@ -7,30 +7,31 @@ import json
 import stat
 from pathlib import Path
 
-from site_tasks.demo import TIERS, _fields, table, write_federation
+from site_tasks.demo import TIERS, _fields, table, write_data, write_federation
 from site_tasks.federation import load_federation
 from site_tasks.plan import read_plan
 from site_tasks.stack import Stack
 
 
 def test_the_demo_federation_has_three_tiers_and_valid_files(tmp_path: Path) -> None:
-    stack = Stack(tmp_path)
-    path = write_federation(stack, rounds=3, seed=0)
+    stack, data = Stack(tmp_path), tmp_path / "data"
+    write_data(data, seed=0)  # what the dvc stage demo_data runs
+    assert sorted(p.name for p in data.iterdir()) == sorted([*TIERS, "truth"])
+    path = write_federation(stack, rounds=3, seed=0, data=data)
     config, plan = load_federation(path), read_plan(path)
     assert [len(plan.tier(t)) for t in (1, 2, 3)] == [10, 2, 2]
     assert config.rounds == 3 and config.min_sites == 6 and plan.schedule == "@weekly"
     assert (plan.storage_connection, plan.mlflow_connection) == ("fedmap_s3", "fedmap_mlflow")
+    assert all(config.site(s).queue == s for s in TIERS)  # each site on its own queue
     for name, site in config.sites.items():
+        assert site.data == data / name
         files = sorted(p.name for p in site.data.iterdir())
         if TIERS[name] == 3:
             assert files == ["reference.csv", "score.csv"]  # features only: no outcome on site
-            truth = (tmp_path / "demo" / "truth" / f"{name}.txt").read_text().split()
+            truth = (data / "truth" / f"{name}.txt").read_text().split()
             assert len(truth) == len((site.data / "score.csv").read_text().splitlines()) - 1
         else:
             assert files == ["train.csv", "val.csv"]
-    before = (config.site("site-01").data / "train.csv").stat().st_mtime_ns
-    write_federation(stack, rounds=3, seed=0)  # a second demo reuses the data
-    assert (config.site("site-01").data / "train.csv").stat().st_mtime_ns == before
 
 
 def test_airflow_log_fields_are_parsed() -> None:
@@ -69,3 +70,27 @@ def test_the_stack_keeps_credentials_private_and_wires_airflow(tmp_path: Path) -
     s3 = json.loads(env["AIRFLOW_CONN_FEDMAP_S3"])
     assert s3["extra"]["endpoint_url"] == "http://127.0.0.1:9100" and s3["password"] == secret
     assert json.loads(env["AIRFLOW_CONN_FEDMAP_MLFLOW"])["host"] == "http://127.0.0.1:5100"
+
+
+def test_stop_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
+    """A stale pid file whose number now belongs to someone else is dropped, not obeyed."""
+    import subprocess
+
+    from site_tasks.stack import _pidfile, _spawn, running_pid, stop
+
+    stack = Stack(tmp_path)
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        _pidfile(stack, "mlflow").parent.mkdir(parents=True)
+        _pidfile(stack, "mlflow").write_text(f"{stranger.pid} 1")  # another process's start time
+        assert running_pid(stack, "mlflow") is None and not _pidfile(stack, "mlflow").exists()
+        _pidfile(stack, "mlflow").write_text(str(stranger.pid))  # an old-style file, no time
+        assert stop(stack, "mlflow") is False
+        assert stranger.poll() is None  # still alive
+        _spawn(stack, "s3", ["sleep", "30"], tmp_path, {})  # one of ours
+        ours = running_pid(stack, "s3")
+        assert ours is not None and stop(stack, "s3", timeout=5)
+        assert running_pid(stack, "s3") is None
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -98,16 +98,12 @@ def _log_model(config: FederationConfig, params: Params, name: str, tags: dict[s
             model_config={"model": config.model.name, "n_features": n_features},
             signature=signature,
             input_example=example,
-            registered_model_name=name,
             pip_requirements=PIP_REQUIREMENTS,
             code_paths=[str(FEDMAP_PACKAGE)],  # the model loads without installing this repo
         )
-    version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
+    # One call creates the version with every tag, so no version ever exists without them.
     all_tags = {**tags, "params_sha256": hashlib.sha256(blob).hexdigest()}
-    for key, value in all_tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    return version
+    return str(mlflow.register_model(info.model_uri, name, tags=all_tags).version)
 
 
 def register(
@@ -144,7 +140,22 @@ def register(
     missing = sorted(set(members) - set(evaluations))
     if missing:
         log.warning("no final evaluation from %s: registered without them", ", ".join(missing))
-    mlflow.set_experiment(f"fedmap-{config.name}")
+    experiment = mlflow.set_experiment(f"fedmap-{config.name}")
+    done = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.dag_run_id = '{dag_run_id}' and tags.registered = 'true'",
+    )
+    if done:  # a rerun of the same DAG run's task: report what it registered, add nothing
+        tags = done[0].data.tags
+        log.info("%s was registered by MLflow run %s already", dag_run_id, done[0].info.run_id)
+        return Registration(
+            done[0].info.run_id,
+            model_name(config, "prior"),
+            tags["prior_version"],
+            tags["prior_alias"],
+            tags["gate_reason"],
+            dict(json.loads(tags["site_versions"])),
+        )
     with mlflow.start_run(run_name=config.run) as parent:
         mlflow.set_tags({**base_tags, "evaluated_sites": ",".join(sorted(evaluations))})
         mlflow.log_params(
@@ -236,7 +247,15 @@ def register(
             },
         )
         alias, reason = gate(name, version, prior_mean, tolerance)
-        mlflow.set_tag("prior_alias", alias)
+        mlflow.set_tags(  # last: marks the registration complete (see the rerun check above)
+            {
+                "prior_alias": alias,
+                "prior_version": version,
+                "gate_reason": reason[:5000],
+                "site_versions": json.dumps(site_versions, sort_keys=True),
+                "registered": "true",
+            }
+        )
         return Registration(parent.info.run_id, name, version, alias, reason, site_versions)
 
 

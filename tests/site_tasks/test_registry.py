@@ -105,6 +105,14 @@ def test_register_runs_models_and_gate(
     assert [m.step for m in history] == [1, 2]
     assert client.get_run(first.parent_run_id).data.params["rounds"] == "2"
 
+    # rerunning the same DAG run's registration adds nothing and reports the same versions
+    again = register(config, store, "dag-run-1", "abc123")
+    assert again == first
+    assert [
+        v.version
+        for v in client.search_model_versions("name = 'fedmap-synthetic-label-skew-prior'")
+    ] == ["1"]
+
     # a second run whose prior scores worse than the champion stays challenger
     evaluation = Keys.of(config).evaluation("site-01")
     worse = json.loads(store.get(evaluation) or b"{}")

@@ -37,6 +37,7 @@ from site_tasks.stack import (
     accepts,
     healthy,
     running_pid,
+    serve,
     stop,
 )
 
@@ -212,15 +213,12 @@ def start_postgres(d: Deployment) -> None:
 
 def start_s3(d: Deployment, sites: Sequence[str]) -> None:
     """One S3 server with a key pair for the centre and one per site."""
-    if accepts(d.s3_port):
-        return
     data = d.state / "s3"
-    data.mkdir(parents=True, exist_ok=True)
     argv = [str(BIN / "rclone"), "serve", "s3", str(data), "--addr", f"127.0.0.1:{d.s3_port}"]
     for who in ("centre", *sites):
         argv += ["--auth-key", ",".join(d.s3_key(who))]
-    _spawn(d.stack, "s3", [*argv, "--config", "/dev/null"], data, {})
-    _wait("S3 server", lambda: accepts(d.s3_port), 20, d.state / "logs" / "s3.log")
+    argv += ["--config", "/dev/null"]
+    serve(d.stack, "s3", "S3 server", argv, lambda: accepts(d.s3_port), 20, env={})
 
 
 def _spawn_env(d: Deployment, name: str, argv: Sequence[str], env: dict[str, str]) -> None:

@@ -153,53 +153,59 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, log: Path) -> No
         time.sleep(0.2)
 
 
+def serve(
+    stack: Stack,
+    name: str,
+    what: str,
+    argv: Sequence[str],
+    ready: Callable[[], bool],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+) -> bool:
+    """Start service ``name`` unless ``ready()`` already holds, then wait until it does (or fail
+    with its log's tail). Return whether it was started here."""
+    if ready():
+        return False
+    cwd = stack.state / name
+    cwd.mkdir(parents=True, exist_ok=True)
+    _spawn(stack, name, argv, cwd, env, user)
+    _wait(what, ready, timeout, stack.state / "logs" / f"{name}.log")
+    return True
+
+
 def start_s3(stack: Stack) -> bool:
     """Start ``rclone serve s3`` over ``state/s3/data`` unless something already serves the port;
     return whether it was started here."""
-    if accepts(stack.s3_port):
-        return False
     access, secret = stack.credentials()
     data = stack.state / "s3" / "data"
     data.mkdir(parents=True, exist_ok=True)
-    rclone = BIN / "rclone"
-    argv = [str(rclone), "serve", "s3", str(data), "--addr", f"127.0.0.1:{stack.s3_port}"]
-    _spawn(stack, "s3", [*argv, "--auth-key", f"{access},{secret}", "--config", "/dev/null"], data)
-    _wait("S3 server", lambda: accepts(stack.s3_port), 20, stack.state / "logs" / "s3.log")
-    return True
+    argv = [str(BIN / "rclone"), "serve", "s3", str(data), "--addr", f"127.0.0.1:{stack.s3_port}"]
+    argv += ["--auth-key", f"{access},{secret}", "--config", "/dev/null"]
+    return serve(stack, "s3", "S3 server", argv, lambda: accepts(stack.s3_port), 20)
 
 
 def start_mlflow(stack: Stack) -> bool:
     """Start an MLflow tracking server on SQLite with local artifacts, unless one is up."""
-    if healthy(f"{stack.mlflow_url}/health"):
-        return False
     root = stack.state / "mlflow"
-    root.mkdir(parents=True, exist_ok=True)
     argv = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
     argv += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1"]
     argv += ["--port", str(stack.mlflow_port), "--workers", "1"]
-    _spawn(stack, "mlflow", argv, root)
-    _wait(
-        "MLflow server",
-        lambda: healthy(f"{stack.mlflow_url}/health"),
-        90,
-        stack.state / "logs" / "mlflow.log",
+    return serve(
+        stack, "mlflow", "MLflow server", argv, lambda: healthy(f"{stack.mlflow_url}/health"), 90
     )
-    return True
 
 
 def start_airflow(stack: Stack) -> bool:
     """``airflow standalone`` (API server, scheduler, DAG processor, triggerer) for browsing."""
-    if healthy(f"{stack.airflow_url}/api/v2/monitor/health"):
-        return False
-    (stack.state / "airflow").mkdir(parents=True, exist_ok=True)
-    _spawn(stack, "airflow", [str(BIN / "airflow"), "standalone"], stack.state / "airflow")
-    _wait(
+    return serve(
+        stack,
+        "airflow",
         "airflow standalone",
+        [str(BIN / "airflow"), "standalone"],
         lambda: healthy(f"{stack.airflow_url}/api/v2/monitor/health"),
         180,
-        stack.state / "logs" / "airflow.log",
     )
-    return True
 
 
 def _started(pid: int) -> str:

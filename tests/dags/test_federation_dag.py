@@ -3,12 +3,10 @@ real local S3 server trains, aggregates, excludes a bad site and enforces the qu
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -18,18 +16,7 @@ import pytest
 import yaml
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "fedmap_federation.py"
-
-
-def load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Import the DAG file afresh with federations read from folder."""
-    monkeypatch.setenv("FEDMAP_FEDERATIONS_DIR", str(folder))
-    monkeypatch.setenv("FEDMAP_RETRY_DELAY_S", "0.1")
-    monkeypatch.setenv("FEDMAP_TRAIN_RETRIES", "1")
-    spec = importlib.util.spec_from_file_location(f"fedmap_dags_{uuid.uuid4().hex}", DAG_FILE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+LoadDags = Callable[[Path, pytest.MonkeyPatch], ModuleType]  # the fixture in conftest.py
 
 
 def federation_folder(
@@ -96,7 +83,7 @@ def test_dagbag_imports_every_federation_and_shows_a_bad_file_as_its_own_dag(
 
 
 def test_dag_has_the_documented_shape(
-    make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, load_dags: LoadDags
 ) -> None:
     folder = federation_folder(make_federation, n_sites=3, rounds=2, min_sites=2)
     dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
@@ -128,7 +115,10 @@ def _states(run: Any) -> dict[str, str]:
 
 
 def test_a_run_excludes_a_bad_site_aggregates_the_others_and_finalises(
-    airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    airflow_db: None,
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    load_dags: LoadDags,
 ) -> None:
     folder = federation_folder(
         make_federation, {"site-04": 2}, n_sites=4, n_train=120, n_val=40, rounds=2, min_sites=2
@@ -176,6 +166,7 @@ def test_below_quorum_the_round_fails_naming_the_missing_sites(
     make_federation: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
+    load_dags: LoadDags,
 ) -> None:
     folder = federation_folder(
         make_federation, n_sites=2, n_train=120, n_val=40, rounds=1, min_sites=2
@@ -200,7 +191,10 @@ def test_below_quorum_the_round_fails_naming_the_missing_sites(
 
 
 def test_a_site_whose_training_raises_is_tolerated_by_the_quorum(
-    airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    airflow_db: None,
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    load_dags: LoadDags,
 ) -> None:
     from site_tasks import rounds
 
@@ -251,6 +245,7 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     monkeypatch: pytest.MonkeyPatch,
     mlflow_server: str,
     s3_server: Any,
+    load_dags: LoadDags,
 ) -> None:
     """3 tier-1 sites, 2 rounds, settings from Airflow connections: registered versions, alias,
     nested runs with per-round metrics, the storage layout, the Asset, the inference DAG."""
@@ -381,7 +376,10 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
 
 
 def test_without_mlflow_the_register_task_is_skipped(
-    airflow_db: None, make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    airflow_db: None,
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    load_dags: LoadDags,
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     folder = federation_folder(

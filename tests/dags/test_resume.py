@@ -5,8 +5,6 @@ or duplicated."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -17,21 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "fedmap_federation.py"
+LoadDags = Callable[[Path, pytest.MonkeyPatch], ModuleType]  # the fixture in conftest.py
 DAG_ID = "fedmap_synthetic-label-skew"
 SITES = ("site-01", "site-02", "site-03")
-
-
-def load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """Import the DAG file afresh with federations read from folder."""
-    monkeypatch.setenv("FEDMAP_FEDERATIONS_DIR", str(folder))
-    monkeypatch.setenv("FEDMAP_RETRY_DELAY_S", "0.1")
-    monkeypatch.setenv("FEDMAP_TRAIN_RETRIES", "1")
-    spec = importlib.util.spec_from_file_location(f"fedmap_dags_{uuid.uuid4().hex}", DAG_FILE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def federation_folder(make_federation: Callable[..., Path], **overrides: Any) -> Path:
@@ -125,6 +111,7 @@ def test_a_failed_aggregate_resumes_from_stored_state_without_retraining_or_dupl
     make_federation: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
     s3_server: Any,
+    load_dags: LoadDags,
 ) -> None:
     from site_tasks import rounds
 

@@ -76,3 +76,28 @@ def tcga_brca_sites(source: Path, root: Path) -> list[Path]:
             _write(root / f"region-{k}" / file, header, region)
         folders.append(root / f"region-{k}")
     return folders
+
+
+WRITERS = {"fed_heart_disease": heart_disease_sites, "fed_tcga_brca": tcga_brca_sites}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m site_tasks.sources DATASET SOURCE OUT``: write one folder per site."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m site_tasks.sources",
+        description="Write a shared real dataset as one folder per site (OUT/<site>/train.csv and "
+        "val.csv) with FLamby's train/test split, the test split becoming val.csv.",
+    )
+    parser.add_argument("dataset", choices=sorted(WRITERS))
+    parser.add_argument("source", type=Path, help="the dataset folder, e.g. datasets/fed_tcga_brca")
+    parser.add_argument("out", type=Path, help="where the site folders go")
+    args = parser.parse_args(argv)
+    for folder in WRITERS[args.dataset](args.source, args.out):
+        print(f"wrote {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -81,6 +81,8 @@ def targets(rows: Records, metric: str, ref: Reference) -> tuple[str, dict[str, 
     means = site_means(rows, metric)
     figure = seed_means(rows, metric)
     lines, numbers = [], {}
+    if not any(m == "individual" for (_, m) in means):
+        return "The comparison has no `individual` method, so the targets cannot be checked.", {}
     for model in dict.fromkeys(r["model"] for r in rows):
         local = {s: statistics.fmean(v) for s, v in means[(model, "individual")].items()}
         for method in [m for (mo, m) in figure if mo == model and m.startswith("fedmap")]:
@@ -102,6 +104,8 @@ def targets(rows: Records, metric: str, ref: Reference) -> tuple[str, dict[str, 
 
 def equity_sections(rows: Records, metric: str) -> str:
     means = site_means(rows, metric)
+    if not any(m == "individual" for (_, m) in means):
+        return "No `individual` method to measure gains against.\n"
     parts = []
     for model in dict.fromkeys(r["model"] for r in rows):
         scores = {
@@ -193,6 +197,10 @@ model is weakest) and the spread across sites.
 """
 
 
+def _tick(bar: tqdm[Any]) -> None:
+    bar.update()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--federation", type=Path, required=True, help="federations/<name>.yaml")
@@ -215,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     with tqdm(total=len(runs), unit="run", desc=spec.name, file=sys.stderr) as bar:
         results = compare(
-            spec, runs, jobs=int(config.get("jobs", 1)), progress=lambda _r: bar.update()
+            spec, runs, jobs=int(config.get("jobs", 1)), progress=lambda _r: _tick(bar)
         )
     seconds = time.perf_counter() - start
     rows = records(spec, results)

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fedmap.config import ExperimentConfig, load_config
+from fedmap.equity import equity, equity_markdown
 from fedmap.experiment import Run, SiteRecord, records_of, run_all
 from fedmap.report import (
     mean_seconds_per_round,
@@ -220,6 +221,18 @@ def render(
             scenario_table(records, sc, "accuracy"),
         ]
         lines += ["", f"![{sc}](synthetic_{sc}.png)"]
+        scores = {
+            m: {k: v / 100.0 for k, v in site_means(records, sc, m).items()} for m in b.methods
+        }
+        lines += [
+            "",
+            f"### {sc}: equity",
+            "",
+            "Each site's gain over its local model (Individual), the worst-served site (the one "
+            "whose local model is weakest) and the spread of accuracy across sites, per method.",
+            "",
+            equity_markdown(equity(scores, "individual"), "accuracy"),
+        ]
     lines += ["", TRIED]
     return "\n".join(lines) + "\n"
 

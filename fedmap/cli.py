@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from fedmap.algorithms import METHODS
+from fedmap.comparison import RECORD_KEYS, ComparisonRun, compare, default_variants
+from fedmap.comparison import records as comparison_records
 from fedmap.config import ConfigError, ExperimentConfig, load_config
 from fedmap.data import write_site
-from fedmap.experiment import Run, federation_folder, records_of, run_all
+from fedmap.equity import equity, equity_markdown
+from fedmap.experiment import Run, SiteRecord, federation_folder, records_of, run_all
+from fedmap.models import MODEL_NAMES
 from fedmap.report import (
     mean_seconds_per_round,
     plot_curves,
@@ -21,6 +28,7 @@ from fedmap.report import (
     write_atomic,
     write_results,
 )
+from fedmap.spec import PRIORS, load_spec
 from fedmap.synthetic import SCENARIOS, generate
 
 
@@ -35,7 +43,63 @@ def _names(text: str, allowed: Sequence[str], what: str) -> list[str]:
 
 
 def _methods(text: str) -> list[str]:
-    return list(METHODS) if text == "all" else _names(text, METHODS, "method(s)")
+    """Method names; ``fedmap-<prior>`` (gaussian, diagonal, icnn) is FedMAP with that prior."""
+    variants = (*METHODS, *(f"fedmap-{p}" for p in PRIORS))
+    return list(METHODS) if text == "all" else _names(text, variants, "method(s)")
+
+
+def simulate_federation(args: argparse.Namespace) -> int:
+    """``fedmap simulate --federation FILE``: the file's tier-1 sites, in this process."""
+    spec = load_spec(args.federation)
+    methods = args.methods if args.methods_given else ["fedmap", "individual"]
+    seeds = args.seeds if args.seeds_given else [spec.algorithm.seed]
+    if args.rounds is not None:
+        spec = replace(spec, algorithm=replace(spec.algorithm, rounds=args.rounds))
+    model = args.model or spec.task.model
+    runs = [ComparisonRun(v, model, s) for v in default_variants(methods) for s in seeds]
+    print(
+        f"simulating {spec.name} ({len(spec.tier(1))} tier-1 sites, {spec.task.recipe.type}): "
+        f"{len(methods)} method(s) x {len(seeds)} seed(s), {spec.algorithm.rounds} rounds each",
+        file=sys.stderr,
+    )
+    with tqdm(total=len(runs), unit="run", desc=spec.name, file=sys.stderr) as bar:
+        results = compare(spec, runs, args.jobs, args.device or "cpu", lambda _r: _tick(bar))
+    out: Path = args.out
+    rows = comparison_records(spec, results)
+    write_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")
+    as_runs = [(Run(spec.name, r.variant.name, r.seed), res) for r, res in results]
+    summary = summary_markdown(
+        [
+            SiteRecord(spec.name, row["method"], row["seed"], row["site"], _metrics(row))
+            for row in rows
+        ],
+        mean_seconds_per_round(as_runs),
+    )
+    if "individual" in methods:
+        summary += "\n## equity\n\n" + federation_equity(rows)
+    write_atomic(out / "summary.md", f"# {spec.name}\n\n" + summary)
+    plot_curves(as_runs, out / "curves.png", f"{spec.name}: validation score per round")
+    print(
+        f"wrote {out / 'results.json'}, {out / 'summary.md'} and {out / 'curves.png'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items() if k not in RECORD_KEYS}
+
+
+def federation_equity(rows: Sequence[dict[str, Any]]) -> str:
+    """Each site's gain over Individual, per method (mean over seeds)."""
+    metric = "c_index" if "c_index" in rows[0] else "accuracy"
+    per: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        per.setdefault(r["method"], {}).setdefault(r["site"], []).append(float(r[metric]))
+    scores = {m: {s: statistics.fmean(v) for s, v in d.items()} for m, d in per.items()}
+    return equity_markdown(
+        equity(scores, "individual"), metric, 100.0 if metric == "accuracy" else 1.0
+    )
 
 
 def _seeds(text: str) -> list[int]:
@@ -61,6 +125,15 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.federation is not None:
+        return simulate_federation(args)
+    if args.scenario is None:
+        raise ConfigError("give --scenario (synthetic) or --federation FILE")
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(
+            f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
+        )
     config = _config(args)
     runs = [Run(args.scenario, m, s, args.data_root) for m in args.methods for s in args.seeds]
     total = len(runs) * config.simulation.rounds
@@ -110,18 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser(
         "simulate",
-        help="run methods on a synthetic federation in this process",
+        help="run methods on a synthetic or a real federation in this process",
         description="Run every method x seed on one scenario of the paper's synthetic federation "
-        "(10 sites) and write DIR/results.json, DIR/summary.md and DIR/curves.png.",
+        "(10 sites), or on the tier-1 sites of a federation file (--federation), and write "
+        "DIR/results.json, DIR/summary.md and DIR/curves.png.",
     )
-    sim.add_argument("--scenario", required=True, choices=SCENARIOS)
+    what = sim.add_mutually_exclusive_group(required=True)
+    what.add_argument("--scenario", choices=SCENARIOS, help="a synthetic scenario")
+    what.add_argument(
+        "--federation",
+        type=Path,
+        help="a federation file (federations/<name>.yaml): its task, algorithm and site folders",
+    )
     sim.add_argument(
         "--methods",
         type=_methods,
         default=list(METHODS),
-        help=f"comma-separated, or 'all' (default): {','.join(METHODS)}",
+        help=f"comma-separated, or 'all' (default): {','.join(METHODS)}; with --federation also "
+        "fedmap-gaussian, fedmap-diagonal, fedmap-icnn (default there: fedmap,individual)",
     )
-    sim.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds (default: 0)")
+    sim.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=[0],
+        help="comma-separated seeds (default: 0; with --federation: the file's algorithm.seed)",
+    )
+    sim.add_argument("--model", choices=MODEL_NAMES, help="with --federation: overrides task.model")
     sim.add_argument("--rounds", type=int, help="communication rounds (default: from the config)")
     sim.add_argument("--out", type=Path, required=True, help="output folder DIR")
     sim.add_argument("--config", type=Path, help="YAML config (default: the embedded defaults)")
@@ -152,8 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tick(bar: tqdm[Any]) -> None:
+    bar.update()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.methods_given = "--methods" in argv or any(a.startswith("--methods=") for a in argv)
+    args.seeds_given = "--seeds" in argv or any(a.startswith("--seeds=") for a in argv)
     try:
         return int(args.func(args))
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -77,7 +77,14 @@ def load_sites(spec: FederationSpec, device: torch.device | str = "cpu") -> list
     members = spec.tier(1)
     if not members:
         raise ConfigError(f"{spec.path}: no tier-1 site to simulate")
-    return [load_tabular_site(s.data, spec.task.recipe, device, s.name) for s in members]
+    sites = [load_tabular_site(s.data, spec.task.recipe, device, s.name) for s in members]
+    for site in sites:
+        if site.num_features != spec.task.n_features:
+            raise ConfigError(
+                f"{spec.path}: task.n_features is {spec.task.n_features}, but the recipe gives "
+                f"{site.num_features} features at site {site.name}"
+            )
+    return sites
 
 
 def execute(

@@ -75,6 +75,10 @@ class ExperimentConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    real: dict[str, Any] = field(default_factory=dict)
+    """bench/real.py's section: the methods, models and seeds compared on federations/*.yaml."""
+    priors: dict[str, Any] = field(default_factory=dict)
+    """bench/priors.py's section: the prior ablation and cost benchmark."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.methods, Mapping):

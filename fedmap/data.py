@@ -3,6 +3,9 @@
 Every site reads only its own folder, ``<root>/<site>/train.csv`` and ``val.csv``: a header row of
 feature names followed by ``label`` (0 or 1). Standardisation statistics are fit on the site's
 training split only and never leave the site.
+
+A site's tensors serve one of two tasks: ``binary`` (a 0/1 label per row) or ``survival`` (a
+follow-up time and an event indicator per row, 1 = event observed, 0 = censored).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -20,6 +24,9 @@ from torch import Tensor
 
 LABEL = "label"
 SPLITS = ("train", "val")
+
+Task = Literal["binary", "survival"]
+TASKS: tuple[Task, ...] = get_args(Task)
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,30 @@ class SiteSplit:
 
 @dataclass(frozen=True)
 class SiteData:
-    """Standardised tensors of one site, ready for local training and scoring."""
+    """Standardised tensors of one site, ready for local training and scoring.
+
+    binary: ``y`` has shape (N,), 0/1 floats; survival: shape (N, 2), the columns (time, event).
+    Either way the model outputs one value per row: a logit, or the log relative risk.
+    """
 
     name: str
     x_train: Tensor
     y_train: Tensor
     x_val: Tensor
     y_val: Tensor
+    task: Task = "binary"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        expected = "(N,)" if self.task == "binary" else "(N, 2) of (time, event)"
+        for split, y in (("train", self.y_train), ("val", self.y_val)):
+            ok = y.ndim == 1 if self.task == "binary" else (y.ndim == 2 and y.shape[1] == 2)
+            if not ok:
+                raise ValueError(
+                    f"{self.name}: {self.task} y_{split} must have shape {expected}, "
+                    f"got {tuple(y.shape)}"
+                )
 
     @property
     def num_train(self) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,18 +18,40 @@ from fedmap.synthetic import generate
 
 @dataclass(frozen=True)
 class SiteRecord:
-    """One line of results.json: a site's validation scores under one method and seed."""
+    """One line of results.json: a site's validation scores under one method and seed.
+
+    ``metrics`` holds the task's metrics (``fedmap.metrics.METRICS``): accuracy,
+    balanced_accuracy and roc_auc for a binary task, c_index for a survival task.
+    """
 
     scenario: str
     method: str
     seed: int
     site: str
-    accuracy: float
-    balanced_accuracy: float
-    roc_auc: float
+    metrics: Mapping[str, float]
+
+    def metric(self, name: str) -> float:
+        if name not in self.metrics:
+            raise KeyError(
+                f"{self.scenario}/{self.method}/{self.site} has no {name!r} "
+                f"(it has {', '.join(self.metrics)})"
+            )
+        return float(self.metrics[name])
+
+    @property
+    def accuracy(self) -> float:
+        """The binary task's primary metric."""
+        return self.metric("accuracy")
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """scenario, method, seed, site, then the metrics in their task's order."""
+        return {
+            "scenario": self.scenario,
+            "method": self.method,
+            "seed": self.seed,
+            "site": self.site,
+            **self.metrics,
+        }
 
 
 @dataclass(frozen=True)
@@ -77,9 +99,7 @@ def _execute_single_thread(run: Run, config: ExperimentConfig) -> SimulationResu
 
 def records_of(run: Run, result: SimulationResult) -> list[SiteRecord]:
     return [
-        SiteRecord(
-            run.scenario, run.method, run.seed, site, s.accuracy, s.balanced_accuracy, s.roc_auc
-        )
+        SiteRecord(run.scenario, run.method, run.seed, site, s.as_dict())
         for site, s in result.final.items()
     ]
 

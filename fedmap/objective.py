@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fedmap.survival import cox_partial_nll
+
 
 def gaussian_prior_penalty(
     theta: Mapping[str, Tensor],
@@ -34,14 +36,28 @@ def gaussian_prior_penalty(
     return total
 
 
-def mean_nll(logits: Tensor, y: Tensor) -> Tensor:
-    """(1/N) sum_i l(y_i, phi(x_i; theta)) with l the binary cross-entropy on logits."""
-    return F.binary_cross_entropy_with_logits(logits, y)
+def mean_nll(output: Tensor, y: Tensor) -> Tensor:
+    """(1/N) sum_i l(y_i, phi(x_i; theta)), the data term of the local objective (eq. 2), by task.
+
+    binary, y of shape (N,): l is the binary cross-entropy on the logits ``output``.
+    survival, y of shape (N, 2) holding (time, event): the Cox negative log partial likelihood of
+    the log relative risks ``output`` with Breslow ties, divided by N, all rows of the batch
+    (``fedmap.survival.cox_partial_nll``; FLamby's TCGA-BRCA loss also divides by all rows). Either
+    way N times the value is the whole negative log-likelihood, so log omega_k (eq. 8, below)
+    stays a per-sample geometric mean. A survival batch without events gives 0.
+    """
+    if y.ndim == 2 and y.shape[1] == 2:
+        return cox_partial_nll(output, y[:, 0], y[:, 1])
+    if y.ndim != 1:
+        raise ValueError(
+            f"y must have shape (N,) (binary) or (N, 2) (survival), got {tuple(y.shape)}"
+        )
+    return F.binary_cross_entropy_with_logits(output, y)
 
 
-def map_objective(logits: Tensor, y: Tensor, penalty: Tensor) -> Tensor:
+def map_objective(output: Tensor, y: Tensor, penalty: Tensor) -> Tensor:
     """The lower-level problem at site k (eq. 2/7): mean NLL + R(theta)."""
-    return mean_nll(logits, y) + penalty
+    return mean_nll(output, y) + penalty
 
 
 def log_omega(mean_nll_value: float, penalty: float, num_examples: int) -> float:
@@ -58,7 +74,8 @@ def log_omega(mean_nll_value: float, penalty: float, num_examples: int) -> float
 
 
 def dataset_nll(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Mean NLL of the model on a whole split, in evaluation mode."""
+    """Mean NLL of the model on a whole split, in evaluation mode (survival: the Cox risk sets
+    span the whole split)."""
     model.eval()
     with torch.no_grad():
         return float(mean_nll(model(x), y))

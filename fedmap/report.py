@@ -19,6 +19,7 @@ METRIC_LABELS = {
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
     "roc_auc": "ROC-AUC",
+    "c_index": "C-index",
 }
 
 
@@ -51,7 +52,7 @@ def site_average(records: Iterable[SiteRecord], metric: str) -> dict[tuple[str, 
     """The site-average of metric per (scenario, method, seed)."""
     groups: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for r in records:
-        groups[(r.scenario, r.method, r.seed)].append(float(getattr(r, metric)))
+        groups[(r.scenario, r.method, r.seed)].append(r.metric(metric))
     return {k: float(np.nanmean(v)) for k, v in groups.items()}
 
 
@@ -62,7 +63,7 @@ def scenario_table(records: Sequence[SiteRecord], scenario: str, metric: str = "
     sites = sorted({r.site for r in rows})
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
-        cells[(r.site, r.method)].append(float(getattr(r, metric)))
+        cells[(r.site, r.method)].append(r.metric(metric))
     avg = site_average(rows, metric)
     lines = [
         "| site | " + " | ".join(methods) + " |",
@@ -78,14 +79,18 @@ def scenario_table(records: Sequence[SiteRecord], scenario: str, metric: str = "
 
 
 def summary_markdown(records: Sequence[SiteRecord], seconds_per_round: dict[str, float]) -> str:
-    """Per-scenario tables of each metric plus the measured time per round of each method."""
+    """Per-scenario tables of each metric its records hold (accuracy, balanced accuracy and
+    ROC-AUC for a binary task, C-index for a survival task) plus the time per round of each method.
+    """
     parts = []
     seeds = sorted({r.seed for r in records})
     for scenario in dict.fromkeys(r.scenario for r in records):
+        rows = [r for r in records if r.scenario == scenario]
         parts.append(f"## {scenario}\n")
         parts.append(f"Validation scores in percent, mean ± std over seeds {seeds}.\n")
-        for metric, label in METRIC_LABELS.items():
-            parts.append(f"### {label}\n\n{scenario_table(records, scenario, metric)}\n")
+        for metric in dict.fromkeys(m for r in rows for m in r.metrics):
+            label = METRIC_LABELS.get(metric, metric)
+            parts.append(f"### {label}\n\n{scenario_table(rows, scenario, metric)}\n")
     parts.append("## time per round\n\n| method | seconds per round (10 sites) |\n|---|---|")
     parts.extend(f"| {m} | {s:.3f} |" for m, s in seconds_per_round.items())
     return "\n".join(parts) + "\n"
@@ -99,8 +104,9 @@ def mean_seconds_per_round(results: Sequence[tuple[Run, SimulationResult]]) -> d
 
 
 def plot_curves(results: Sequence[tuple[Run, SimulationResult]], path: Path, title: str) -> None:
-    """Validation accuracy per round for each site (one panel per site, one line per method,
-    mean over seeds with a band of one standard deviation), as in the paper's Figure 1."""
+    """Validation score per round for each site (one panel per site, one line per method, mean
+    over seeds with a band of one standard deviation), as in the paper's Figure 1. The score is
+    the task's primary metric: accuracy, or the C-index of a survival task."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,9 +114,10 @@ def plot_curves(results: Sequence[tuple[Run, SimulationResult]], path: Path, tit
 
     by_method: dict[str, list[np.ndarray]] = defaultdict(list)
     sites: tuple[str, ...] = ()
+    metric = "accuracy"
     for run, res in results:
         by_method[run.method].append(100.0 * np.asarray(res.history))
-        sites = res.sites
+        sites, metric = res.sites, res.metric
     cols = min(5, len(sites))
     rows = math.ceil(len(sites) / cols)
     fig, axes = plt.subplots(
@@ -127,7 +134,7 @@ def plot_curves(results: Sequence[tuple[Run, SimulationResult]], path: Path, tit
         ax.set_title(site, fontsize=9)
         ax.grid(alpha=0.3)
         if k % cols == 0:
-            ax.set_ylabel("val. accuracy (%)")
+            ax.set_ylabel(f"val. {METRIC_LABELS.get(metric, metric)} (%)")
         if k // cols == rows - 1:
             ax.set_xlabel("round")
     for k in range(len(sites), rows * cols):

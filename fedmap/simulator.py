@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import torch
 
 from fedmap.algorithms import Algorithm, SiteContext
-from fedmap.data import SiteData
+from fedmap.data import SiteData, Task
 from fedmap.initialisation import initialise
-from fedmap.metrics import Scores, score
-from fedmap.models import build_model, predict_proba
+from fedmap.metrics import PRIMARY_METRIC, TaskScores, predict_output, score_task
+from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.training import LocalTraining
 
@@ -41,11 +41,17 @@ class SimulationResult:
     seed: int
     seed_site: str
     sites: tuple[str, ...]
-    final: dict[str, Scores]
+    final: dict[str, TaskScores]
     """Validation scores of each site's scoring model after the last round (and fine-tuning)."""
     history: list[list[float]]
-    """Validation accuracy per round (rows) and site (columns)."""
+    """Validation score in the task's primary metric per round (rows) and site (columns)."""
     seconds_per_round: float
+    task: Task = "binary"
+
+    @property
+    def metric(self) -> str:
+        """The primary metric the history holds: accuracy (binary) or c_index (survival)."""
+        return PRIMARY_METRIC[self.task]
 
 
 RoundCallback = Callable[[int], None]
@@ -58,10 +64,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate(site: SiteContext, params: Params) -> Scores:
-    """Scores of params on the site's validation split."""
-    prob = predict_proba(site.model_from(params), site.data.x_val)
-    return score(site.data.y_val.cpu().numpy(), prob.cpu().numpy())
+def evaluate(site: SiteContext, params: Params) -> TaskScores:
+    """Scores of params on the site's validation split, for the site's task."""
+    task = site.data.task
+    output = predict_output(site.model_from(params), site.data.x_val, task)
+    return score_task(task, site.data.y_val.cpu().numpy(), output.cpu().numpy())
 
 
 def simulate(
@@ -74,7 +81,13 @@ def simulate(
     """Run ``config.rounds`` communication rounds of algorithm over sites (Algorithm 1).
 
     Site k shuffles with its own generator seeded from (seed, k), so a run repeats exactly.
+    Every site must serve the same task.
     """
+    if not sites:
+        raise ValueError("a simulation needs at least one site")
+    tasks = {s.task for s in sites}
+    if len(tasks) > 1:
+        raise ValueError(f"every site must serve one task, got {', '.join(sorted(tasks))}")
     names = [s.name for s in sites]
     n_features = sites[0].num_features
     model_name = algorithm.model or config.model
@@ -87,7 +100,13 @@ def simulate(
         for k, data in enumerate(sites)
     ]
     init = initialise(build, names, seed)
-    prior, personal = init.prior, dict(init.personal)
+    device = sites[0].x_train.device  # the starting point is drawn on the CPU, so runs repeat
+
+    def on_device(params: Params) -> Params:
+        return {k: v.to(device) for k, v in params.items()}
+
+    prior = on_device(init.prior)
+    personal = {name: on_device(p) for name, p in init.personal.items()}
     history: list[list[float]] = []
     start = time.perf_counter()
     for t in range(1, config.rounds + 1):
@@ -96,7 +115,7 @@ def simulate(
         prior = algorithm.aggregate([r.update for r in results], prior)
         history.append(
             [
-                evaluate(c, algorithm.scoring_params(prior, personal[c.data.name])).accuracy
+                evaluate(c, algorithm.scoring_params(prior, personal[c.data.name])).primary
                 for c in contexts
             ]
         )
@@ -108,5 +127,12 @@ def simulate(
         own = algorithm.finalise(c, prior, personal[c.data.name])
         final[c.data.name] = evaluate(c, algorithm.scoring_params(prior, own))
     return SimulationResult(
-        algorithm.name, seed, init.seed_site, tuple(names), final, history, elapsed / config.rounds
+        algorithm.name,
+        seed,
+        init.seed_site,
+        tuple(names),
+        final,
+        history,
+        elapsed / config.rounds,
+        sites[0].task,
     )

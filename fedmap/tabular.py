@@ -16,6 +16,7 @@ training statistics. Errors name the file, row, column and rule, never a cell: a
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +101,12 @@ class TabularSplit:
 
 def _number(path: Path, row: int, column: str, cell: str) -> float:
     try:
-        return float(cell)
+        value = float(cell)
     except ValueError:
         raise TabularError(f"{path}: row {row}, column {column!r}: not a number") from None
+    if not math.isfinite(value):
+        raise TabularError(f"{path}: row {row}, column {column!r}: not a finite number")
+    return value
 
 
 def read_tabular(path: Path, task: TabularTask) -> TabularSplit:

@@ -39,9 +39,12 @@ def train_local(
 ) -> None:
     """Minimise mean NLL (+ penalty) with Adam for ``config.epochs`` passes over (x, y).
 
-    A fresh Adam state each call, as a site starts each round from what it received. Rows are
-    shuffled by ``generator`` (on the CPU, so runs repeat exactly whatever the device). A final
-    batch of a single row is skipped, since BatchNorm cannot normalise one row.
+    The mean NLL is the task's (``fedmap.objective.mean_nll``): binary cross-entropy for y of
+    shape (N,), the Cox partial likelihood for survival targets of shape (N, 2), whose risk sets
+    are then those of the minibatch, as in FLamby's TCGA-BRCA training. A fresh Adam state each
+    call, as a site starts each round from what it received. Rows are shuffled by ``generator``
+    (on the CPU, so runs repeat exactly whatever the device). A final batch of a single row is
+    skipped, since BatchNorm cannot normalise one row (and it has no Cox risk set to compare with).
     """
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     model.train()

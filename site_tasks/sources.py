@@ -10,7 +10,10 @@ becoming the site's ``val.csv``:
 - Fed-TCGA-BRCA: ``train_test_split.csv`` assigns 1,088 of the 1,096 patients of ``brca.csv`` to
   ``train_k`` or ``test_k``; site ``region-k`` gets region k's rows, in ``brca.csv`` order.
 
-Provenance and licences: ``../shared/data/<dataset>/SOURCE.md``.
+Provenance and licences: ``datasets/fed_heart_disease/SOURCE.md`` (CC BY 4.0, vendored) and
+``../shared/data/fed_tcga_brca/SOURCE.md``. The TCGA-BRCA rows are not redistributed in this
+repository (GDC terms name no open-data licence, and each row carries a patient barcode): they are
+read from ``$FEDMAP_TCGA_BRCA``, else ``../shared/data/fed_tcga_brca`` beside the checkout.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from pathlib import Path
 HEART_DISEASE_COLUMNS = (
     *("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg"),
     *("thalach", "exang", "oldpeak", "slope", "ca", "thal", "num"),
+)
+REPO = Path(__file__).resolve().parents[1]
+HEART_DISEASE_SOURCE = REPO / "datasets" / "fed_heart_disease"
+TCGA_BRCA_SOURCE = Path(
+    os.environ.get("FEDMAP_TCGA_BRCA", REPO.parent / "shared" / "data" / "fed_tcga_brca")
 )
 HEART_DISEASE_CENTRES = ("cleveland", "hungarian", "switzerland", "va")
 TCGA_BRCA_REGIONS = 6

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from fedmap.data import (
+    TASKS,
+    SiteData,
     SiteSplit,
     feature_names,
     read_federation,
@@ -124,3 +126,18 @@ def test_read_federation(tmp_path: Path) -> None:
     sites = read_federation(tmp_path)
     assert [s.name for s in sites] == ["site-01", "site-02"]
     np.testing.assert_allclose(sites[1].x_val, _split("site-02", seed=2).x_val, rtol=1e-8)
+
+
+def test_site_data_task_and_target_shapes() -> None:
+    assert TASKS == ("binary", "survival")
+    x = torch.zeros(4, 3)
+    binary = SiteData("s", x, torch.zeros(4), x, torch.ones(4))
+    assert binary.task == "binary"
+    survival = SiteData("s", x, torch.ones(4, 2), x, torch.ones(4, 2), task="survival")
+    assert (survival.num_train, survival.num_features) == (4, 3)
+    with pytest.raises(ValueError, match=r"survival y_val must have shape \(N, 2\)"):
+        SiteData("s", x, torch.ones(4, 2), x, torch.ones(4), task="survival")
+    with pytest.raises(ValueError, match=r"binary y_train must have shape \(N,\)"):
+        SiteData("s", x, torch.ones(4, 2), x, torch.ones(4))
+    with pytest.raises(ValueError, match="task must be one of binary, survival"):
+        SiteData("s", x, torch.ones(4), x, torch.ones(4), task="regression")  # type: ignore[arg-type]

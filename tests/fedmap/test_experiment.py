@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from fedmap.config import ExperimentConfig
 from fedmap.data import write_site
 from fedmap.experiment import Run, federation_folder, load_sites, records_of
-from fedmap.metrics import Scores
+from fedmap.metrics import TaskScores
 from fedmap.simulator import SimulationResult
 from fedmap.synthetic import generate
 
@@ -35,10 +36,16 @@ def test_load_sites_from_disk_matches_in_memory(tmp_path: Path) -> None:
         np.testing.assert_allclose(a.x_train.mean(0).numpy(), 0.0, atol=1e-4)
 
 
+def _binary(accuracy: float, balanced: float, auc: float) -> TaskScores:
+    return TaskScores(
+        "binary", {"accuracy": accuracy, "balanced_accuracy": balanced, "roc_auc": auc}
+    )
+
+
 def test_records_of() -> None:
     final = {
-        "site-01": Scores(0.9, 0.8, 0.95),
-        "site-02": Scores(0.7, 0.6, float("nan")),
+        "site-01": _binary(0.9, 0.8, 0.95),
+        "site-02": _binary(0.7, 0.6, float("nan")),
     }
     result = SimulationResult("fedmap", 1, "site-02", ("site-01", "site-02"), final, [], 0.1)
     records = records_of(Run("label-skew", "fedmap", 1), result)
@@ -52,3 +59,31 @@ def test_records_of() -> None:
         "balanced_accuracy": 0.8,
         "roc_auc": 0.95,
     }
+    assert list(records[0].as_dict()) == [
+        "scenario",
+        "method",
+        "seed",
+        "site",
+        "accuracy",
+        "balanced_accuracy",
+        "roc_auc",
+    ]
+    assert records[1].accuracy == 0.7 and records[1].metric("balanced_accuracy") == 0.6
+
+
+def test_survival_records_carry_c_index_in_place_of_accuracy() -> None:
+    final = {"region-0": TaskScores("survival", {"c_index": 0.75})}
+    result = SimulationResult(
+        "fedmap", 0, "region-0", ("region-0",), final, [[0.75]], 0.1, "survival"
+    )
+    (record,) = records_of(Run("tcga-brca", "fedmap", 0), result)
+    assert record.as_dict() == {
+        "scenario": "tcga-brca",
+        "method": "fedmap",
+        "seed": 0,
+        "site": "region-0",
+        "c_index": 0.75,
+    }
+    assert record.metric("c_index") == 0.75
+    with pytest.raises(KeyError, match="no 'accuracy'"):
+        _ = record.accuracy

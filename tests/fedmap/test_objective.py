@@ -16,6 +16,7 @@ from fedmap.objective import (
     map_objective,
     mean_nll,
 )
+from fedmap.survival import cox_partial_nll
 
 
 def _theta_gamma() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -136,3 +137,30 @@ def test_dataset_nll_evaluates_in_eval_mode() -> None:
     expected = float(F.binary_cross_entropy_with_logits(torch.tensor([1.5, -0.5, 0.5]), y))
     assert dataset_nll(model, x, y) == pytest.approx(expected, rel=1e-6)
     assert not model.training
+
+
+def test_mean_nll_of_survival_targets_is_the_cox_loss() -> None:
+    risk = torch.log(torch.tensor([2.0, 1.0, 3.0, 2.0, 1.0]))
+    # (time, event) rows; the Cox terms are worked out in tests/fedmap/test_survival.py
+    y = torch.tensor([[1.0, 1.0], [3.0, 1.0], [3.0, 1.0], [4.0, 0.0], [2.0, 0.0]])
+    assert float(mean_nll(risk, y)) == pytest.approx(math.log(54) / 5, rel=1e-6)
+    torch.testing.assert_close(mean_nll(risk, y), cox_partial_nll(risk, y[:, 0], y[:, 1]))
+    penalty = torch.tensor(0.25)
+    assert float(map_objective(risk, y, penalty)) == pytest.approx(math.log(54) / 5 + 0.25)
+    # log omega stays a per-sample geometric mean: -mean NLL - R / N
+    assert log_omega(float(mean_nll(risk, y)), 1.0, 5) == pytest.approx(-math.log(54) / 5 - 0.2)
+
+
+def test_mean_nll_rejects_other_target_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(N,\) \(binary\) or \(N, 2\) \(survival\)"):
+        mean_nll(torch.zeros(4), torch.zeros(4, 3))
+
+
+def test_dataset_nll_of_survival_split_uses_every_row_in_the_risk_sets() -> None:
+    model = LogisticRegression(1)
+    with torch.no_grad():
+        model.head.weight.fill_(1.0)
+        model.head.bias.fill_(7.0)  # a common shift of every risk: no effect on the Cox loss
+    x = torch.log(torch.tensor([[2.0], [1.0], [3.0], [2.0], [1.0]]))
+    y = torch.tensor([[1.0, 1.0], [3.0, 1.0], [3.0, 1.0], [4.0, 0.0], [2.0, 0.0]])
+    assert dataset_nll(model, x, y) == pytest.approx(math.log(54) / 5, rel=1e-6)

@@ -11,6 +11,7 @@ import torch
 
 from fedmap.algorithms import FedAvg, FedMAP, Individual
 from fedmap.data import SiteData, SiteSplit, standardise
+from fedmap.experiment import Run, records_of
 from fedmap.simulator import SimulationConfig, SimulationResult, resolve_device, simulate
 from fedmap.synthetic import (
     SyntheticConfig,
@@ -23,7 +24,7 @@ from fedmap.training import LocalTraining
 
 
 def _site_average(result: SimulationResult) -> float:
-    return float(np.mean([s.accuracy for s in result.final.values()]))
+    return float(np.mean([s["accuracy"] for s in result.final.values()]))
 
 
 def _paper_label_skew_small(seed: int, n_train: int) -> list[SiteData]:
@@ -69,7 +70,7 @@ def test_fedmap_beats_individual_on_paper_label_skew_with_small_sites() -> None:
     gain = _site_average(ours) - _site_average(alone)
     assert _site_average(ours) > 0.80
     assert gain > 0.02, f"FedMAP {_site_average(ours):.4f} vs Individual {_site_average(alone):.4f}"
-    wins = sum(ours.final[s].accuracy > alone.final[s].accuracy for s in ours.sites)
+    wins = sum(ours.final[s]["accuracy"] > alone.final[s]["accuracy"] for s in ours.sites)
     assert wins >= 6
 
 
@@ -105,7 +106,7 @@ def test_result_records_history_and_is_repeatable(tiny_federation: list[SiteData
     assert all(0.0 <= v <= 1.0 for row in a.history for v in row)
     assert a.seconds_per_round > 0
     # the last round's history is the final score (FedMAP scores theta_k, no fine-tuning)
-    assert a.history[-1] == [a.final[s].accuracy for s in a.sites]
+    assert a.history[-1] == [a.final[s]["accuracy"] for s in a.sites]
     assert a.final == b.final and a.history == b.history
     c = simulate(FedMAP(), tiny_federation, config, seed=5)
     assert c.history != a.history
@@ -116,13 +117,65 @@ def test_fedavg_scores_every_site_with_one_model(tiny_federation: list[SiteData]
     config = SimulationConfig(rounds=1, training=LocalTraining(batch_size=16))
     result = simulate(FedAvg(), tiny_federation, config, seed=0)
     assert len(result.history) == 1
-    assert result.history[0] == [result.final[s].accuracy for s in result.sites]
+    assert result.history[0] == [result.final[s]["accuracy"] for s in result.sites]
 
 
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def _cox_sites(seed: int, n_train: int, n_val: int) -> list[SiteData]:
+    """Three sites of proportional-hazards data: T ~ Exp(0.1 exp(x . beta_k)), censored by an
+    independent Exp(0.05) time (about a third of the rows censored); beta_k is a shared beta plus
+    a small site-specific shift."""
+    rng = np.random.default_rng(seed)
+    beta = np.array([1.0, -0.8, 0.6, 0.0, 0.0])
+    sites = []
+    for k in range(3):
+        beta_k = beta + 0.2 * rng.standard_normal(beta.shape)
+
+        def rows(n: int, beta_k: np.ndarray = beta_k) -> tuple[torch.Tensor, torch.Tensor]:
+            x = rng.standard_normal((n, beta.size))
+            event_time = rng.exponential(1.0 / (0.1 * np.exp(x @ beta_k)))
+            censor_time = rng.exponential(1.0 / 0.05, n)
+            y = np.column_stack([np.minimum(event_time, censor_time), event_time <= censor_time])
+            return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+
+        x_train, y_train = rows(n_train)
+        x_val, y_val = rows(n_val)
+        sites.append(SiteData(f"site-{k + 1}", x_train, y_train, x_val, y_val, task="survival"))
+    return sites
+
+
+def test_survival_federation_is_scored_by_c_index() -> None:
+    """Measured with data seeds 0-3: site-average validation C-index 0.76-0.81 for FedMAP and for
+    Individual after 4 rounds, up from 0.51-0.57 after the first (seed 0: 0.763 for both; the
+    shared beta itself scores 0.811, 0.681 and 0.787 on the three validation sets)."""
+    sites = _cox_sites(seed=0, n_train=120, n_val=80)
+    config = SimulationConfig(
+        rounds=4, model="logreg", training=LocalTraining(epochs=1, batch_size=32, lr=0.05)
+    )
+    for algorithm in (FedMAP(), Individual()):
+        result = simulate(algorithm, sites, config, seed=0)
+        assert result.task == "survival" and result.metric == "c_index"
+        assert len(result.history) == 4 and all(len(row) == 3 for row in result.history)
+        assert result.history[-1] == [result.final[s].primary for s in result.sites]
+        records = records_of(Run("cox", algorithm.name, 0), result)
+        assert all(
+            set(r.as_dict()) == {"scenario", "method", "seed", "site", "c_index"} for r in records
+        )
+        c = [r.metric("c_index") for r in records]
+        assert all(v > 0.6 for v in c), c
+        assert float(np.mean(c)) > 0.7, c
+        assert np.mean(result.history[-1]) > np.mean(result.history[0]) + 0.1
+
+
+def test_sites_must_share_a_task(tiny_federation: list[SiteData]) -> None:
+    survival = _cox_sites(seed=0, n_train=10, n_val=10)[0]
+    with pytest.raises(ValueError, match="one task"):
+        simulate(FedAvg(), [tiny_federation[0], survival], SimulationConfig(rounds=1), seed=0)
 
 
 def test_rounds_must_be_positive() -> None:

@@ -36,7 +36,7 @@ from site_tasks.sources import (
 )
 from site_tasks.versioning import dvc_dir_hash
 
-HEART = Path(__file__).parent / "data" / "fed_heart_disease"
+HEART = Path(__file__).resolve().parents[2] / "datasets" / "fed_heart_disease"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
 SITE = "site-01"

@@ -47,6 +47,9 @@ class AlgorithmSpec:
     variance: float = 1.0
     input_variance: float | None = math.inf
     weighting: str = "omega"
+    min_variance: float | None = None
+    """Learned priors (diagonal, icnn): the floor of their variance; None: ``variance``, so a
+    learned prior is never tighter than the Gaussian one of the same file."""
     rounds: int = 1
     epochs: int = 1
     batch_size: int = 64
@@ -64,6 +67,9 @@ class AlgorithmSpec:
             "variance": float(self.variance),
             "input_variance": None if self.input_variance is None else float(self.input_variance),
             "weighting": self.weighting,
+            "min_variance": float(
+                self.variance if self.min_variance is None else self.min_variance
+            ),
         }
 
 

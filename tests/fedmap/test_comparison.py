@@ -177,6 +177,7 @@ def test_options_for(binary: FederationSpec) -> None:
         "variance": 1.0,
         "input_variance": math.inf,
         "weighting": "omega",
+        "min_variance": 1.0,
     }
     assert options_for(binary, Variant("fedprox", "fedprox", {"mu": 0.1})) == {"mu": 0.1}
     assert options_for(binary, Variant("fedavg", "fedavg")) == {}

@@ -57,15 +57,16 @@ def test_heart_disease_file() -> None:
         15,
         2,
         4,
-        0.001,
+        0.01,
         42,
     )
-    assert algo.training == LocalTraining(epochs=2, batch_size=4, lr=0.001)
+    assert algo.training == LocalTraining(epochs=2, batch_size=4, lr=0.01)
     assert algo.fedmap_options() == {
         "prior": "gaussian",
-        "variance": 1.0,
+        "variance": 10.0,
         "input_variance": math.inf,
         "weighting": "omega",
+        "min_variance": 10.0,
     }
 
 
@@ -86,6 +87,7 @@ def test_tcga_brca_file() -> None:
         "variance": float(file["algorithm"]["variance"]),
         "input_variance": math.inf,
         "weighting": "omega",
+        "min_variance": float(file["algorithm"]["variance"]),
     }
     assert isinstance(options["variance"], float)
 
@@ -97,8 +99,10 @@ def test_fedmap_options_types() -> None:
         "variance": 3.0,
         "input_variance": None,
         "weighting": "samples",
+        "min_variance": 3.0,
     }
     assert isinstance(algo.fedmap_options()["variance"], float)
+    assert AlgorithmSpec(variance=3, min_variance=0.5).fedmap_options()["min_variance"] == 0.5
     assert AlgorithmSpec(input_variance=2).fedmap_options()["input_variance"] == 2.0
 
 

@@ -5,19 +5,26 @@ The graph of a run:
 1. ``start``: the bucket, and the prior of round 1 (Algorithm 1: a random site's model).
 2. ``validate.<site>``: every site with data checks it against the federation's contract. A site
    that fails is *skipped* for this run (the reason is in its log) and the others go on.
-3. ``round_<t>.train_<site>``: each tier-1 site runs the local MAP step under the round's prior
-   on its own queue, with retries and exponential back-off.
+3. ``round_<t>.train_<site>``: each tier-1 site reads its data with the federation's task recipe
+   (binary or survival) and runs the local MAP step under the round's prior (Gaussian, or a
+   learned diagonal or ICNN prior) on its own queue, with retries and exponential back-off.
 4. ``round_<t>.aggregate``: runs once every train task of the round has finished, whatever its
    state; it checks each update, enforces the quorum (``min_sites``), and writes the next prior.
-   Below the quorum the round fails naming the missing sites.
-5. ``finalise.evaluate_<site>``: each tier-1 site scores its own model and the final prior on its
-   validation split; ``finalise.finetune_<site>``: each tier-2 site fine-tunes the final prior
+   Below the quorum the round fails naming the missing sites. A learned prior's state travels
+   with the next prior's mean.
+5. ``finalise.evaluate_<site>``: each tier-1 site scores its own model, the final prior's mean and
+   a local-only model on its validation split (accuracy, balanced accuracy, ROC-AUC; or the
+   C-index for survival); ``finalise.finetune_<site>``: each tier-2 site fine-tunes the final prior
    with the same local MAP objective, keeps it, and reports its scores. Only metrics leave.
 6. ``register``: one MLflow parent run per DAG run with a nested run per tier-1 site (metrics
-   per round), registered models ``fedmap-<name>-<site>`` and ``fedmap-<name>-prior``, and the gate:
-   the new prior is ``champion`` unless its mean validation accuracy is more than
+   per round), registered models ``fedmap-<name>-<site>`` and ``fedmap-<name>-prior`` (the prior's
+   mean), the equity summary (each site's gain over its local model, the worst-served site's
+   gain, the spread across sites: in the task log, ``equity.md`` and ``equity_*`` metrics on the
+   parent run, and the task's return value), and the gate: the new prior is ``champion`` unless
+   its mean validation score (accuracy, or C-index for survival) is more than
    ``$FEDMAP_GATE_TOLERANCE`` below the champion's (then ``challenger``). Skipped when no MLflow
-   server is configured (``mlflow`` in the file, its connection, or ``$MLFLOW_TRACKING_URI``).
+   server is configured (``mlflow`` in the file, its connection, or ``$MLFLOW_TRACKING_URI``);
+   the equity summary is then only in its log.
 7. ``release``: when the new prior became ``champion``, it updates the Asset
    ``fedmap-<name>-prior-champion``, which schedules ``fedmap_<name>_inference``: every tier-3
    site scores its ``score.csv`` with the champion (no training; only counts leave the site).
@@ -209,8 +216,8 @@ def build(plan: FederationPlan) -> Any:
 
         # all_done: a site whose evaluation fails is left out, not allowed to block the release
         @task(trigger_rule="all_done")
-        def register() -> dict[str, str]:
-            """Parent and nested MLflow runs, registered models, and the champion gate."""
+        def register() -> dict[str, Any]:
+            """Parent and nested MLflow runs, registered models, equity, and the champion gate."""
             from site_tasks import rounds
 
             with settings(plan):
@@ -220,7 +227,7 @@ def build(plan: FederationPlan) -> Any:
             return result
 
         @task(outlets=[champion_asset(plan)])
-        def release(result: dict[str, str]) -> str:
+        def release(result: dict[str, Any]) -> str:
             """Announce a new champion prior; the tier-3 inference DAG is scheduled on it."""
             if result.get("alias") != "champion":
                 raise AirflowSkipException(f"no new champion: {result.get('reason')}")
@@ -247,9 +254,10 @@ INFERENCE_DOC = """Tier-3 inference for one federation: ``score.<site>`` for eac
 Runs when ``fedmap_<name>`` releases a new champion prior (the Asset
 ``fedmap-<name>-prior-champion``), or by hand. Each site validates ``reference.csv`` and
 ``score.csv`` against the contract (features only), loads
-``models:/fedmap-<name>-prior@champion`` (safetensors, checked against its checksum tag),
-standardises with its own reference rows, and writes ``predictions_<model>_v<version>.csv`` to its
-output folder. No training; only counts leave the site. One site's failure does not stop another.
+``models:/fedmap-<name>-prior@champion`` (safetensors, checked against its checksum tag), applies
+the task recipe (standardising with its own reference rows when the recipe does), and writes
+``predictions_<model>_v<version>.csv`` (probabilities, or risk scores for survival) to its output
+folder. No training; only counts leave the site. One site's failure does not stop another.
 """
 
 
@@ -278,7 +286,7 @@ def build_inference(plan: FederationPlan) -> Any:
                     retry_exponential_backoff=True,
                     execution_timeout=TRAIN_TIMEOUT,
                 )
-                def score(name: str) -> dict[str, int | str]:
+                def score(name: str) -> dict[str, int | str | None]:
                     from site_tasks import rounds
 
                     with settings(plan, site=True):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from fedmap.aggregation import weighted_average
 from fedmap.algorithms.fedmap import FedMAP
 from fedmap.algorithms.protocol import SiteUpdate
 from fedmap.messages import Manifest, MessageError, TensorSpec, open_message
@@ -75,11 +74,14 @@ def aggregate_round(
     candidates: Sequence[Candidate],
     expected: Mapping[str, TensorSpec],
     members: Collection[str] | None = None,
+    prior: Params | None = None,
 ) -> tuple[Params, RoundSummary]:
-    """gamma_{t+1} = sum_k w_k theta_k over the updates that pass every check.
+    """The next prior from the updates that pass every check: ``method.aggregate``, i.e.
+    mu_{t+1} = sum_k w_k theta_k, plus a learned prior's state refitted with the same w_k (eq. 9).
 
-    Under a Gaussian prior with fixed sigma^2 the new mean depends only on the accepted theta_k;
-    ``expected`` (the current prior's tensor specs) is what every update must match. When
+    ``prior`` is the current prior (mean and any ``prior/...`` state, which warm-starts the fit);
+    a Gaussian prior with fixed sigma^2 needs only the accepted theta_k. ``expected`` (the model's
+    tensor specs, without prior state) is what every update must match. When
     ``members`` is given, an upload from any other name is rejected (nobody outside the federation
     may move the prior) and members that uploaded nothing are listed as missing.
 
@@ -99,7 +101,7 @@ def aggregate_round(
         detail = "; ".join(f"{s}: {r}" for s, r in rejected.items()) or "no uploads"
         raise NoValidUpdates(f"round {round_}: no valid update ({detail})")
     weights = method.weights(accepted)
-    new_prior = weighted_average([u.params for u in accepted], weights)
+    new_prior = method.aggregate(accepted, dict(prior or {}))
     summary = RoundSummary(
         round=round_,
         contributed=tuple(u.site for u in accepted),

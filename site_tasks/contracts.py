@@ -56,6 +56,8 @@ class Contract:
     name: str
     suite_path: Path
     label: str  # the target column
+    extra_targets: tuple[str, ...] = ()
+    """Further target columns a tier-3 file leaves out too (a survival task's time)."""
     files: tuple[str, ...] = ("train.csv", "val.csv")
     na_values: tuple[str, ...] = ()  # read as missing, on top of pandas' defaults ("", "NA", ...)
     scoring: bool = False
@@ -82,7 +84,12 @@ CONTRACTS: Mapping[str, Contract] = MappingProxyType(
                 label="num",
                 na_values=("?",),
             ),
-            Contract("fed_tcga_brca", EXPECTATIONS / "fed_tcga_brca.json", label="E"),
+            Contract(
+                "fed_tcga_brca",
+                EXPECTATIONS / "fed_tcga_brca.json",
+                label="E",
+                extra_targets=("T",),
+            ),
         )
     }
 )
@@ -182,24 +189,24 @@ def _quiet_gx() -> None:
         import great_expectations  # noqa: F401
 
 
-def _without_target(body: dict[str, Any], label: str) -> dict[str, Any]:
-    """The suite minus every rule on the target and the row-count rule (a clinic may score a
-    handful of patients); the ordered column list loses the target."""
+def _without_target(body: dict[str, Any], targets: tuple[str, ...]) -> dict[str, Any]:
+    """The suite minus every rule on the target column(s) and the row-count rule (a clinic may
+    score a handful of patients); the ordered column list loses the targets."""
     kept = []
     for expectation in body.get("expectations", []):
         kwargs = expectation.get("kwargs", {})
-        if kwargs.get("column") == label or expectation.get("type") == ROWS_RULE:
+        if kwargs.get("column") in targets or expectation.get("type") == ROWS_RULE:
             continue
         if expectation.get("type") == COLUMNS_RULE:
-            columns = [c for c in kwargs["column_list"] if c != label]
+            columns = [c for c in kwargs["column_list"] if c not in targets]
             expectation = {**expectation, "kwargs": {**kwargs, "column_list": columns}}
         kept.append(expectation)
     return {**body, "name": f"{body.get('name', 'suite')}-scoring", "expectations": kept}
 
 
 @cache
-def _rules(path: Path, without: str | None = None) -> _Rules:
-    """The suite at path; ``without`` names a target column to leave out (tier-3 files)."""
+def _rules(path: Path, without: tuple[str, ...] = ()) -> _Rules:
+    """The suite at path; ``without`` names the target columns to leave out (tier-3 files)."""
     _quiet_gx()
     import great_expectations as gx
 
@@ -238,7 +245,8 @@ def feature_columns(contract: str | Contract) -> tuple[str, ...]:
     spec = contract_named(contract)
     for expectation in json.loads(spec.suite_path.read_text()).get("expectations", []):
         if expectation.get("type") == COLUMNS_RULE:
-            return tuple(c for c in expectation["kwargs"]["column_list"] if c != spec.label)
+            targets = (spec.label, *spec.extra_targets)
+            return tuple(c for c in expectation["kwargs"]["column_list"] if c not in targets)
     return ()
 
 
@@ -255,7 +263,7 @@ def validate_site(site: str, folder: Path, contract: str | Contract) -> Validati
     """Check every file of ``folder`` against the contract. Bad data never raises: it yields
     ``success=False`` and one error per broken rule, naming site, file, column and rule."""
     spec = contract_named(contract)
-    rules = _rules(spec.suite_path, spec.label if spec.scoring else None)
+    rules = _rules(spec.suite_path, (spec.label, *spec.extra_targets) if spec.scoring else ())
     rows: dict[str, int] = {}
     results: list[ExpectationResult] = []
     errors: list[str] = []

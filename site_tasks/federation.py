@@ -11,20 +11,19 @@ Relative paths are taken from the file's own folder.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedmap.algorithms import FedMAP
+from fedmap.algorithms import FedMAP, build_algorithm
 from fedmap.config import ConfigError, from_mapping
-from fedmap.models import MODEL_NAMES
+from fedmap.spec import PRIORS, AlgorithmSpec, TaskSpec, algorithm_spec, task_spec
+from fedmap.tabular import TabularTask
 from fedmap.training import LocalTraining
 from site_tasks.plan import PlanError, check_name, plan_of, read_yaml
 
 METHODS = ("fedmap",)
-PRIORS = ("gaussian",)
 
 
 @dataclass(frozen=True)
@@ -46,32 +45,6 @@ class MlflowConfig:
     """None: $MLFLOW_TRACKING_URI; registration is skipped when neither is set."""
     connection: str | None = None
     """An Airflow connection whose host (or URI) is the tracking server."""
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """What is learnt: the contract (a suite in expectations/), its target column and the model."""
-
-    contract: str
-    target: str = "label"
-    model: str = "mlp"
-    n_features: int = 30
-
-
-@dataclass(frozen=True)
-class AlgorithmConfig:
-    """How it is learnt: FedMAP's prior and sigma^2, the rounds, and each site's local step."""
-
-    method: str = "fedmap"
-    prior: str = "gaussian"
-    variance: float = 1.0
-    input_variance: float | None = math.inf
-    weighting: str = "omega"
-    rounds: int = 1
-    epochs: int = 1
-    batch_size: int = 64
-    lr: float = 0.01
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +81,8 @@ class FederationConfig:
     """The quorum: a round needs at least this many accepted updates."""
     target: str = "label"
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    recipe: TabularTask = field(default_factory=TabularTask)
+    """How the site's rows become features and a target (the ``task`` section)."""
 
     def site(self, name: str) -> SiteConfig:
         if name not in self.sites:
@@ -122,33 +97,25 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _task(data: Mapping[str, Any]) -> TaskConfig:
+def _task(data: Any) -> TaskSpec:
     from site_tasks.contracts import CONTRACTS  # light: GX loads only when validating
 
-    task = from_mapping(TaskConfig, data, "task")
+    task = task_spec(data)
     _check(
         task.contract in CONTRACTS,
         f"task.contract must be one of {', '.join(CONTRACTS)}, got {task.contract!r}",
     )
     label = CONTRACTS[task.contract].label
     _check(
-        task.target == label,
+        task.recipe.target == label,
         f"task.target must be the target column of contract {task.contract!r} ({label!r}), "
-        f"got {task.target!r}",
-    )
-    _check(
-        task.model in MODEL_NAMES,
-        f"task.model must be one of {', '.join(MODEL_NAMES)}, got {task.model!r}",
-    )
-    _check(
-        isinstance(task.n_features, int) and task.n_features > 0,
-        f"task.n_features must be a positive integer, got {task.n_features!r}",
+        f"got {task.recipe.target!r}",
     )
     return task
 
 
-def _algorithm(data: Mapping[str, Any] | None) -> tuple[AlgorithmConfig, FedMAP, LocalTraining]:
-    algo = from_mapping(AlgorithmConfig, data, "algorithm")
+def _algorithm(data: Mapping[str, Any] | None) -> tuple[AlgorithmSpec, FedMAP, LocalTraining]:
+    algo = algorithm_spec(data)
     _check(
         algo.method in METHODS,
         f"algorithm.method must be one of {', '.join(METHODS)} in a federation, got "
@@ -158,20 +125,12 @@ def _algorithm(data: Mapping[str, Any] | None) -> tuple[AlgorithmConfig, FedMAP,
         algo.prior in PRIORS,
         f"algorithm.prior must be one of {', '.join(PRIORS)}, got {algo.prior!r}",
     )
-    _check(
-        isinstance(algo.seed, int) and not isinstance(algo.seed, bool),
-        f"algorithm.seed must be an integer, got {algo.seed!r}",
-    )
     try:
-        method = FedMAP(
-            variance=float(algo.variance),
-            input_variance=None if algo.input_variance is None else float(algo.input_variance),
-            weighting=algo.weighting,  # type: ignore[arg-type]  # checked by FedMAP
-        )
-        training = LocalTraining(epochs=algo.epochs, batch_size=algo.batch_size, lr=algo.lr)
+        method = build_algorithm("fedmap", algo.fedmap_options())
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"algorithm: {exc}") from exc
-    return algo, method, training
+    assert isinstance(method, FedMAP)
+    return algo, method, algo.training
 
 
 def load_federation(path: Path) -> FederationConfig:
@@ -208,6 +167,7 @@ def load_federation(path: Path) -> FederationConfig:
             storage=from_mapping(StorageConfig, data["storage"], "storage"),
             sites=sites,
             model=ModelConfig(task.model, task.n_features),
+            recipe=task.recipe,
             training=training,
             method=method,
             device=device,
@@ -215,7 +175,7 @@ def load_federation(path: Path) -> FederationConfig:
             state_dir=state_dir if state_dir.is_absolute() else (base / state_dir).resolve(),
             rounds=plan.rounds,
             min_sites=plan.min_sites,
-            target=task.target,
+            target=task.recipe.target,
             mlflow=from_mapping(MlflowConfig, data.get("mlflow"), "mlflow"),
         )
     except ConfigError as exc:

@@ -1,19 +1,29 @@
-"""After the last round: score every model where its data lives, and fine-tune tier-2 sites.
+"""After the last round: score every model where its data lives, fine-tune tier-2 sites, and
+summarise who gained.
 
 Only aggregate metrics leave a site: ``<federation>/<run>/evaluation/<site>.json`` holds the
-validation accuracy, balanced accuracy and ROC-AUC of the site's own model, of the prior mean,
-and of a local model trained on the site's data alone (the "Individual" baseline each site's
-gain is measured against). Tier-2 sites fine-tune the final prior with the same local MAP
-objective and keep the result.
+task's validation metrics (accuracy, balanced accuracy and ROC-AUC for a binary task; the C-index
+for survival) of the site's own model, of the prior mean, and of a local model trained on the
+site's data alone (the "Individual" baseline each site's gain is measured against), and names the
+task's primary metric. Tier-2 sites fine-tune the final prior with the same local MAP objective
+and keep the result. The centre turns the evaluations into the equity summary
+(``fedmap.equity``): each site's gain over its local model, the gain of the worst-served site and
+the spread of the primary metric across sites.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from fedmap.algorithms import Individual
+from fedmap.equity import Equity, equity, equity_markdown
+from fedmap.metrics import PRIMARY_METRIC
+from fedmap.priors import prior_mean
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import Keys, ObjectStore
 from site_tasks.train import Prepared, fetch_prior, fit_site, keep_state, prepare, score_params
@@ -28,9 +38,16 @@ class SiteEvaluation:
     personalised: dict[str, float]
     """The site's own model: theta_k (tier 1) or its fine-tuned model (tier 2)."""
     prior: dict[str, float]
-    """The final prior mean gamma on the same validation split."""
+    """The final prior mean mu on the same validation split."""
     local: dict[str, float]
     """A model trained on this site's data alone with the same budget (rounds x epochs)."""
+    primary_metric: str
+    """The task's primary metric: accuracy (binary) or c_index (survival)."""
+
+    @property
+    def primary(self) -> float:
+        """The site's own model's primary metric."""
+        return self.personalised[self.primary_metric]
 
 
 def _publish(
@@ -38,12 +55,14 @@ def _publish(
 ) -> SiteEvaluation:
     key = Keys.of(config).evaluation(result.site)
     store.put(key, (json.dumps(asdict(result), indent=1, sort_keys=True) + "\n").encode())
+    metric = result.primary_metric
     log.info(
-        "%s: personalised accuracy %.4f, prior %.4f, local only %.4f -> %s",
+        "%s: personalised %s %.4f, prior %.4f, local only %.4f -> %s",
         result.site,
-        result.personalised["accuracy"],
-        result.prior["accuracy"],
-        result.local["accuracy"],
+        metric,
+        result.personalised[metric],
+        result.prior[metric],
+        result.local[metric],
         key,
     )
     return result
@@ -57,10 +76,26 @@ def local_baseline(
     score on the site's validation split: what the site gets without this run's collaboration.
     The model is discarded."""
     _, start = fetch_prior(config, store, 1)
-    params = {k: v.to(ready.device) for k, v in start.items()}
+    params = {k: v.to(ready.device) for k, v in prior_mean(start).items()}
     for t in range(1, rounds + 1):
         params = Individual().local_update(ready.context, params, params, t).personal
     return score_params(ready.context, params).as_dict()
+
+
+def _evaluation(
+    config: FederationConfig,
+    store: ObjectStore,
+    ready: Prepared,
+    rounds: int,
+    site: str,
+    tier: int,
+    own: dict[str, float],
+) -> SiteEvaluation:
+    """Score the final prior's mean and the local baseline beside own; publish the three."""
+    mean = score_params(ready.context, ready.mean).as_dict()
+    local = local_baseline(config, store, ready, rounds)
+    metric = PRIMARY_METRIC[ready.context.data.task]
+    return _publish(config, store, SiteEvaluation(site, tier, own, mean, local, metric))
 
 
 def evaluate(
@@ -69,9 +104,7 @@ def evaluate(
     """Score a tier-1 site's theta_k after the last round, and the final prior, on its data."""
     ready = prepare(config, site, rounds + 1, store)
     own = score_params(ready.context, ready.personal).as_dict()
-    mean = score_params(ready.context, ready.prior).as_dict()
-    local = local_baseline(config, store, ready, rounds)
-    return _publish(config, store, SiteEvaluation(site, 1, own, mean, local))
+    return _evaluation(config, store, ready, rounds, site, 1, own)
 
 
 def finetune(
@@ -89,6 +122,87 @@ def finetune(
         tuned = replace(tuned, personal=fitted.personal)
     keep_state(config, site, rounds + 1, fitted.personal)
     own = score_params(ready.context, fitted.personal).as_dict()
-    mean = score_params(ready.context, ready.prior).as_dict()
-    local = local_baseline(config, store, ready, rounds)
-    return _publish(config, store, SiteEvaluation(site, 2, own, mean, local))
+    return _evaluation(config, store, ready, rounds, site, 2, own)
+
+
+# --- the centre's summary ---------------------------------------------------------------------
+
+
+def read_evaluations(config: FederationConfig, store: ObjectStore) -> dict[str, dict[str, Any]]:
+    """Every site's evaluation object that exists, by site name."""
+    found = {}
+    for site in sorted(config.sites):
+        raw = store.get(Keys.of(config).evaluation(site))
+        if raw:
+            found[site] = dict(json.loads(raw))
+    return found
+
+
+@dataclass(frozen=True)
+class EquitySummary:
+    """Who gained from the run: FedMAP's personalised models against each site's local model,
+    on the task's primary metric (``fedmap.equity``)."""
+
+    metric: str
+    fedmap: Equity
+    local: Equity
+    markdown: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain numbers for XCom and JSON (NaN becomes None)."""
+
+        def number(value: float) -> float | None:
+            return None if math.isnan(value) else value
+
+        return {
+            "metric": self.metric,
+            "gains": {s: number(g) for s, g in self.fedmap.gains.items()},
+            "fedmap": {s: number(v) for s, v in self.fedmap.scores.items()},
+            "local": {s: number(v) for s, v in self.local.scores.items()},
+            "worst_served": self.fedmap.worst_served,
+            "worst_served_gain": number(self.fedmap.worst_served_gain),
+            "min_gain": number(self.fedmap.min_gain),
+            "spread_std": number(self.fedmap.spread_std),
+            "spread_range": number(self.fedmap.spread_range),
+            "local_spread_std": number(self.local.spread_std),
+            "local_spread_range": number(self.local.spread_range),
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """The MLflow metrics of the parent run."""
+        return {
+            "equity_worst_served_gain": self.fedmap.worst_served_gain,
+            "equity_min_gain": self.fedmap.min_gain,
+            "equity_spread_std": self.fedmap.spread_std,
+            "equity_spread_range": self.fedmap.spread_range,
+            "equity_local_spread_std": self.local.spread_std,
+            "equity_local_spread_range": self.local.spread_range,
+        }
+
+
+def equity_summary(
+    config: FederationConfig, evaluations: Mapping[str, Mapping[str, Any]]
+) -> EquitySummary | None:
+    """The equity of the run over every evaluated site (tiers 1 and 2), or None when none was.
+
+    gain_k = s_k(personalised) - s_k(local); the worst-served site is the one whose local model
+    scores lowest; the spread is the standard deviation and max - min of s_k across sites.
+    """
+    metric = PRIMARY_METRIC[config.recipe.type]
+    rows = {
+        site: (float(e["personalised"][metric]), float(e["local"][metric]))
+        for site, e in sorted(evaluations.items())
+        if metric in e.get("personalised", {}) and metric in e.get("local", {})
+    }
+    if not rows:
+        return None
+    scores = {
+        "local": {s: local for s, (_, local) in rows.items()},
+        "fedmap": {s: own for s, (own, _) in rows.items()},
+    }
+    by_method = {r.method: r for r in equity(scores, "local")}
+    label = metric.replace("_", "-")
+    markdown = equity_markdown(
+        [by_method["local"], by_method["fedmap"]], label, 100.0 if metric == "accuracy" else 1.0
+    )
+    return EquitySummary(metric, by_method["fedmap"], by_method["local"], markdown)

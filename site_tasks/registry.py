@@ -1,9 +1,15 @@
 """The MLflow side of a finished run: one parent run per federation run, a nested run per site
-with its metrics per round, registered models for every tier-1 site and for the prior, and the
-release gate that decides whether the new prior becomes ``champion`` or stays ``challenger``.
+with its metrics per round, registered models for every tier-1 site and for the prior, the equity
+summary, and the release gate that decides whether the new prior becomes ``champion`` or stays
+``challenger``.
 
 Everything registered comes from what already left the sites (updates, summaries, evaluation
-metrics in object storage); MLflow never sees a row.
+metrics in object storage); MLflow never sees a row. Metrics are the task's: the gate compares
+the mean of the primary metric (accuracy for a binary task, the C-index for survival).
+
+The registered prior is its mean mu alone, a loadable model; a learned prior's ``prior/...``
+state stays in object storage with the run (the version's ``prior_key`` tag points at it), and
+the version's ``prior`` tag names the family (gaussian, diagonal or icnn).
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedmap.data import feature_names
 from fedmap.messages import decode_params, encode_params
+from fedmap.metrics import PRIMARY_METRIC
 from fedmap.models import build_model
 from fedmap.params import Params
+from fedmap.priors import PREFIX, prior_mean
 from site_tasks.contracts import feature_columns
 from site_tasks.federation import FederationConfig
+from site_tasks.finalise import equity_summary, read_evaluations
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
@@ -42,10 +52,27 @@ class Registration:
     alias: str
     reason: str
     site_versions: dict[str, str]
+    equity: dict[str, Any] | None = None
+    """``EquitySummary.as_dict()`` of the run; None when no site was evaluated."""
 
 
 def model_name(config: FederationConfig, who: str) -> str:
     return f"fedmap-{config.name}-{who}"
+
+
+def model_columns(config: FederationConfig) -> list[str]:
+    """The model's input columns, in order: the task recipe applied to the contract's columns
+    (dropped columns and the targets left out, each categorical column's indicators appended),
+    else ``x00`` ... when the contract names no columns."""
+    header = list(feature_columns(config.contract))
+    columns = config.recipe.feature_columns(header) if header else []
+    n_features = int(config.model.n_features)
+    return columns if len(columns) == n_features else feature_names(n_features)
+
+
+def primary_metric(config: FederationConfig) -> str:
+    """The metric the gate and the equity summary compare: accuracy or c_index."""
+    return PRIMARY_METRIC[config.recipe.type]
 
 
 def _json(store: ObjectStore, key: str) -> dict[str, Any]:
@@ -74,7 +101,8 @@ def _log_model(config: FederationConfig, params: Params, name: str, tags: dict[s
     """Register params as a new version of model ``name``; return the version.
 
     The version is a pyfunc "model from code" (``served_model.py``) whose only artifact is the
-    parameters as safetensors: nothing in the registry is a pickle.
+    parameters as safetensors: nothing in the registry is a pickle. Its model config names the
+    task, so a survival model serves risk scores and a binary one p(y = 1).
     """
     import mlflow
     import numpy as np
@@ -85,7 +113,7 @@ def _log_model(config: FederationConfig, params: Params, name: str, tags: dict[s
     model = build_model(config.model.name, n_features)
     model.load_state_dict(params, strict=True)  # names and shapes must match the architecture
     blob = encode_params(params)
-    columns = list(feature_columns(config.contract)) or [f"x{j:02d}" for j in range(n_features)]
+    columns = model_columns(config)
     example = pd.DataFrame(np.zeros((1, n_features)), columns=columns)
     signature = infer_signature(example, np.zeros(1, dtype=np.float32))
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,7 +123,11 @@ def _log_model(config: FederationConfig, params: Params, name: str, tags: dict[s
             name="model",
             python_model=str(SERVED_MODEL),
             artifacts={"params": str(path)},
-            model_config={"model": config.model.name, "n_features": n_features},
+            model_config={
+                "model": config.model.name,
+                "n_features": n_features,
+                "task": config.recipe.type,
+            },
             signature=signature,
             input_example=example,
             pip_requirements=PIP_REQUIREMENTS,
@@ -113,11 +145,13 @@ def register(
     code_version: str,
     tolerance: float = 0.0,
 ) -> Registration:
-    """Log the run and register its models; gate the prior on the sites' validation accuracy.
+    """Log the run and register its models; gate the prior on the sites' validation scores.
 
-    The new prior becomes ``champion`` unless its mean validation accuracy over the sites is more
-    than ``tolerance`` below the current champion's, in which case it becomes ``challenger`` and
-    the reason is logged.
+    The new prior becomes ``champion`` unless its mean validation score (the task's primary
+    metric: accuracy, or the C-index for survival) over the evaluated sites is more than
+    ``tolerance`` below the current champion's, in which case it becomes ``challenger`` and the
+    reason is logged. The equity summary goes to the log, to the parent run (``equity.md`` and
+    ``equity_*`` metrics) and into the returned Registration.
     """
     import mlflow
 
@@ -125,10 +159,18 @@ def register(
     keys = Keys.of(config)
     members = sorted(name for name, s in config.sites.items() if s.tier == 1)
     rounds = config.rounds
-    evaluations = {s: _json(store, keys.evaluation(s)) for s in config.sites}
-    evaluations = {s: e for s, e in evaluations.items() if e}
-    prior_scores = [e["prior"]["accuracy"] for e in evaluations.values()]
-    prior_mean = statistics.fmean(prior_scores) if prior_scores else float("nan")
+    metric = primary_metric(config)
+    evaluations = read_evaluations(config, store)
+    prior_scores = [
+        float(e["prior"][metric])
+        for e in evaluations.values()
+        if not math.isnan(float(e["prior"].get(metric, math.nan)))
+    ]
+    prior_score = statistics.fmean(prior_scores) if prior_scores else float("nan")
+    fairness = equity_summary(config, evaluations)
+    if fairness is not None:
+        log.info("equity of the run (%s):\n%s", metric, fairness.markdown)
+    equity_numbers = fairness.as_dict() if fairness is not None else None
     base_tags = {"dag_run_id": dag_run_id, "code_version": code_version, "storage_run": config.run}
 
     prior_blob = store.get(keys.prior(rounds + 1)[0])  # checked before anything is logged
@@ -155,6 +197,7 @@ def register(
             tags["prior_alias"],
             tags["gate_reason"],
             dict(json.loads(tags["site_versions"])),
+            equity_numbers,
         )
     with mlflow.start_run(run_name=config.run) as parent:
         mlflow.set_tags({**base_tags, "evaluated_sites": ",".join(sorted(evaluations))})
@@ -171,9 +214,15 @@ def register(
                 "batch_size": config.training.batch_size,
                 "model": config.model.name,
                 "contract": config.contract,
+                "task": config.recipe.type,
+                "prior": config.method.prior,
             }
         )
-        mlflow.log_metric("prior_mean_val_accuracy", prior_mean)
+        mlflow.log_metric(f"prior_mean_val_{metric}", prior_score)
+        if fairness is not None:
+            mlflow.log_metrics(fairness.metrics())
+            mlflow.log_text(fairness.markdown, "equity.md")
+            mlflow.log_dict(fairness.as_dict(), "equity.json")
         site_versions: dict[str, str] = {}
         for site in members:
             validation = _json(store, keys.validation(site))
@@ -198,9 +247,9 @@ def register(
                 if final:
                     mlflow.log_metrics({f"final_{k}": v for k, v in final["personalised"].items()})
                     mlflow.log_metrics({f"local_{k}": v for k, v in final.get("local", {}).items()})
-                    if "local" in final:
-                        gain = final["personalised"]["accuracy"] - final["local"]["accuracy"]
-                        mlflow.log_metric("gain_over_local_accuracy", gain)
+                    if metric in final.get("local", {}):
+                        gain = final["personalised"][metric] - final["local"][metric]
+                        mlflow.log_metric(f"gain_over_local_{metric}", gain)
                 blob = store.get(keys.update(rounds, site)[0])
                 if blob is not None and final:
                     tags = {
@@ -228,7 +277,7 @@ def register(
         data_versions = {site: str(v.get("data_version", "")) for site, v in validations.items()}
         version = _log_model(
             config,
-            decode_params(prior_blob),
+            prior_mean(decode_params(prior_blob)),  # mu: the prior as a model
             name,
             {
                 **base_tags,
@@ -240,13 +289,16 @@ def register(
                     },
                     sort_keys=True,
                 ),
-                "prior_mean_val_accuracy": f"{prior_mean:.6f}",
+                f"prior_mean_val_{metric}": f"{prior_score:.6f}",
+                "primary_metric": metric,
+                "task": config.recipe.type,
+                "prior": config.method.prior,
                 "prior_key": keys.prior(rounds + 1)[0],
                 "prior_manifest_key": keys.prior(rounds + 1)[1],
                 "prior_round": str(rounds + 1),
             },
         )
-        alias, reason = gate(name, version, prior_mean, tolerance)
+        alias, reason = gate(name, version, prior_score, tolerance, metric)
         mlflow.set_tags(  # last: marks the registration complete (see the rerun check above)
             {
                 "prior_alias": alias,
@@ -256,11 +308,17 @@ def register(
                 "registered": "true",
             }
         )
-        return Registration(parent.info.run_id, name, version, alias, reason, site_versions)
+        return Registration(
+            parent.info.run_id, name, version, alias, reason, site_versions, equity_numbers
+        )
 
 
-def gate(name: str, version: str, score: float, tolerance: float) -> tuple[str, str]:
-    """Give version the champion alias unless it is worse than the champion by > tolerance."""
+def gate(
+    name: str, version: str, score: float, tolerance: float, metric: str = "accuracy"
+) -> tuple[str, str]:
+    """Give version the champion alias unless its mean validation ``metric`` is worse than the
+    champion's by more than tolerance. The champion's score is its ``prior_mean_val_<metric>``
+    tag; a champion without one (another task, or none recorded) yields."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -273,13 +331,13 @@ def gate(name: str, version: str, score: float, tolerance: float) -> tuple[str, 
         client.set_registered_model_alias(name, CHAMPION, version)
         return CHAMPION, "no champion yet"
     tags = client.get_model_version(name, current).tags
-    best = float(tags.get("prior_mean_val_accuracy", "nan"))
+    best = float(tags.get(f"prior_mean_val_{metric}", "nan"))
     if math.isnan(best) or score >= best - tolerance:  # a champion without a score yields
         client.set_registered_model_alias(name, CHAMPION, version)
-        return CHAMPION, f"mean validation accuracy {score:.4f} vs champion {best:.4f}"
+        return CHAMPION, f"mean validation {metric} {score:.4f} vs champion {best:.4f}"
     client.set_registered_model_alias(name, CHALLENGER, version)
     reason = (
-        f"mean validation accuracy {score:.4f} is more than {tolerance} below the champion's "
+        f"mean validation {metric} {score:.4f} is more than {tolerance} below the champion's "
         f"{best:.4f} (version {current}); kept as challenger"
     )
     log.warning("%s: %s", name, reason)
@@ -287,10 +345,12 @@ def gate(name: str, version: str, score: float, tolerance: float) -> tuple[str, 
 
 
 def champion_prior(config: FederationConfig, store: ObjectStore) -> tuple[Params, str] | None:
-    """The current champion prior's parameters and a label for it, or None when there is none.
+    """The current champion prior's mean mu and a label for it, or None when there is none.
 
     The registry points at the prior's safetensors in object storage; it is re-checked (checksum,
-    finite values, names and shapes of this federation's model) before anyone starts from it.
+    finite values, names and shapes of this federation's model; a learned prior's ``prior/``
+    state may come with it) before anyone starts from it. Only mu is returned: a warm-started run
+    begins from the champion's mean, with every tensor under N(mu, sigma^2) until its first fit.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -319,13 +379,14 @@ def champion_prior(config: FederationConfig, store: ObjectStore) -> tuple[Params
     expected = specs_of(build_model(config.model.name, config.model.n_features).state_dict())
     try:
         manifest = Manifest.from_json(raw_manifest)
-        params = open_message(manifest, blob, "prior", manifest.round, expected)
+        state = {k: v for k, v in manifest.tensors.items() if k.startswith(PREFIX)}
+        params = open_message(manifest, blob, "prior", manifest.round, {**expected, **state})
     except MessageError as exc:
         log.warning(
             "%s@champion (version %s) cannot be used: %s; starting afresh", name, version, exc
         )
         return None
-    return params, f"{name}@{CHAMPION} (version {version})"
+    return prior_mean(params), f"{name}@{CHAMPION} (version {version})"
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,19 @@ file and the run's name, does one idempotent piece of work, and returns small me
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from site_tasks import server
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.storage import S3Store
 from site_tasks.train import train
 from site_tasks.validate import validate
+
+log = logging.getLogger("site_tasks")
 
 
 class SiteExcluded(RuntimeError):
@@ -76,22 +80,23 @@ def aggregate(path: Path, run: str, round_: int) -> dict[str, float]:
 
 
 def evaluate_site(path: Path, run: str, site: str) -> float:
-    """Score a tier-1 site's own model and the final prior; return its personalised accuracy."""
+    """Score a tier-1 site's own model and the final prior; return its personalised primary
+    metric (accuracy, or the C-index for survival)."""
     from site_tasks.finalise import evaluate
 
     config, store = configure(path, run)
-    return evaluate(config, store, site, config.rounds).personalised["accuracy"]
+    return evaluate(config, store, site, config.rounds).primary
 
 
 def finetune_site(path: Path, run: str, site: str) -> float:
-    """Tier 2: fine-tune the final prior locally; return the fine-tuned model's accuracy."""
+    """Tier 2: fine-tune the final prior locally; return the fine-tuned model's primary metric."""
     from site_tasks.finalise import finetune
 
     config, store = configure(path, run)
-    return finetune(config, store, site, config.rounds).personalised["accuracy"]
+    return finetune(config, store, site, config.rounds).primary
 
 
-def score_site(path: Path, run: str, site: str) -> dict[str, int | str]:
+def score_site(path: Path, run: str, site: str) -> dict[str, int | str | None]:
     """Tier 3: score the site's score.csv with the champion prior; return the counts."""
     from site_tasks.score import score_site as score
 
@@ -125,8 +130,13 @@ def code_version() -> str:
         return "unknown"
 
 
-def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, str] | None:
-    """Log the run to MLflow, register its models, apply the gate; None without a server."""
+def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, Any] | None:
+    """Log the run to MLflow, register its models, apply the gate; None without a server.
+
+    The result holds the equity summary (``equity``: each site's gain over its local model, the
+    worst-served site and its gain, the spread of the primary metric across sites). Without a
+    server the summary still goes to the log."""
+    from site_tasks.finalise import equity_summary, read_evaluations
     from site_tasks.registry import register, tracking_uri
     from site_tasks.storage import Keys
 
@@ -138,6 +148,9 @@ def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, str]
             "earlier failed task is the cause"
         )
     if tracking_uri(config) is None:
+        fairness = equity_summary(config, read_evaluations(config, store))
+        if fairness is not None:
+            log.info("equity of the run (%s):\n%s", fairness.metric, fairness.markdown)
         return None
     result = register(config, store, run, code_version(), tolerance)
     return {
@@ -146,4 +159,5 @@ def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, str]
         "alias": result.alias,
         "reason": result.reason,
         **{f"site_version.{site}": v for site, v in result.site_versions.items()},
+        "equity": result.equity,
     }

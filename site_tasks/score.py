@@ -2,19 +2,26 @@
 
 A tier-3 site holds two features-only files (the contract's columns without the target):
 ``reference.csv``, rows of its own population that fix the standardisation statistics, and
-``score.csv``, the rows to score. The statistics are never fit on ``score.csv``: a prediction must
-not depend on which other patients happen to be in the same file.
+``score.csv``, the rows to score. Both are read with the federation's task recipe, as the
+training sites read theirs: dropped columns and any target column are ignored, categorical
+columns become their indicators. When the recipe standardises, the statistics come from
+``reference.csv`` and are never fit on ``score.csv``: a prediction must not depend on which other
+patients happen to be in the same file.
 
 The predictions stay at the site, in its output folder, in a file named after the model and
-version (``predictions_<model>_v<version>.csv``), each row stamped with both. What leaves the site:
-the validation summary and a scoring summary, counts only.
+version (``predictions_<model>_v<version>.csv``), each row stamped with both: p(y = 1) and the
+0/1 prediction for a binary task, the risk score (log relative risk) for a survival task. What
+leaves the site: the validation summary and a scoring summary, counts only.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,11 +30,14 @@ import torch
 from numpy.typing import NDArray
 
 from fedmap.config import ConfigError
-from fedmap.data import Standardiser, feature_names, read_features
-from fedmap.models import build_model, predict_proba
-from site_tasks.contracts import DataContractError, feature_columns, require_valid
+from fedmap.data import Standardiser
+from fedmap.metrics import predict_output
+from fedmap.models import build_model
+from fedmap.priors import prior_mean
+from fedmap.tabular import TabularTask
+from site_tasks.contracts import DataContractError, require_valid
 from site_tasks.federation import FederationConfig
-from site_tasks.registry import Release, released_prior
+from site_tasks.registry import Release, model_columns, released_prior
 from site_tasks.storage import Keys, ObjectStore
 from site_tasks.validate import validate
 
@@ -44,7 +54,8 @@ class ScoringSummary:
     model: str
     version: str
     rows: int
-    predicted_positive: int
+    predicted_positive: int | None
+    """Binary: rows with p(y = 1) >= 0.5; survival: None (a risk score has no threshold)."""
     reference_rows: int
     predictions_file: str
     """The file's name in the site's output folder (the folder itself is not reported)."""
@@ -70,6 +81,72 @@ def write_predictions(
     os.replace(tmp, path)
 
 
+def write_risks(path: Path, risk: NDArray[np.float64], model: str, version: str) -> None:
+    """row (1-based, as in score.csv), risk (the log relative risk), model, version; atomic."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write("row,risk,model,version\n")
+        for i, r in enumerate(risk, start=1):
+            f.write(f"{i},{r:.6f},{model},{version}\n")
+    os.replace(tmp, path)
+
+
+def read_scoring_rows(
+    path: Path, recipe: TabularTask, columns: Sequence[str]
+) -> NDArray[np.float64]:
+    """A features-only file as the model's inputs ``columns``: the task recipe without a target.
+
+    Dropped columns and the recipe's targets are ignored when present; numeric columns come first,
+    then each categorical column's indicators (``TabularTask.feature_columns``), exactly as
+    ``fedmap.tabular.read_tabular`` builds a training row. A row cannot be scored without all its
+    features: a missing or non-finite value, or a level the recipe does not list, is an error.
+    Blank lines and a UTF-8 byte-order mark are ignored, as the contract's reader ignores them.
+    Errors name the file (not its folder), row and column, never a cell.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"{path.name}: empty file")
+    header = [h.strip() for h in rows[0]]
+    absent = [c for c in recipe.categorical if c not in header]
+    if absent or recipe.feature_columns(header) != list(columns):
+        raise ValueError(
+            f"{path.name}: the columns do not give the model's {len(columns)} features "
+            f"{', '.join(columns)} in that order"
+        )
+    ignored = {*recipe.drop, *recipe.targets}
+    missing = {"", *recipe.missing}
+    table = []
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path.name}: row {i} has {len(row)} cells, the header {len(header)}")
+        values: dict[str, float] = {}
+        for column, raw in zip(header, row, strict=True):
+            if column in ignored:
+                continue
+            cell = raw.strip()
+            try:
+                values[column] = math.nan if cell in missing else float(cell)
+            except ValueError:
+                raise ValueError(f"{path.name}: row {i}, column {column!r}: not a number") from None
+            if not math.isfinite(values[column]):
+                raise ValueError(
+                    f"{path.name}: row {i}, column {column!r}: missing or infinite value; every "
+                    "feature of a row to score must be a number"
+                )
+        features = [v for c, v in values.items() if c not in recipe.categorical]
+        for column in (c for c in header if c in recipe.categorical):
+            levels = recipe.categorical[column]
+            if values[column] not in levels:
+                raise ValueError(
+                    f"{path.name}: row {i}, column {column!r}: not one of the recipe's levels"
+                )
+            features.extend(1.0 if values[column] == v else 0.0 for v in levels[1:])
+        table.append(features)
+    return np.asarray(table, dtype=np.float64).reshape(len(table), len(columns))
+
+
 def score_site(
     config: FederationConfig, site: str, store: ObjectStore, release: Release | None = None
 ) -> ScoringSummary:
@@ -78,43 +155,43 @@ def score_site(
     if spec.tier != 3:
         raise ConfigError(f"{site} is a tier-{spec.tier} site; only tier-3 sites score")
     require_valid(validate(config, site, store))
-    n = config.model.n_features
-    columns = feature_columns(config.contract) or feature_names(n)
+    recipe, n = config.recipe, config.model.n_features
+    columns = model_columns(config)
     try:
-        reference = read_features(spec.data / "reference.csv", columns)
-        rows = read_features(spec.data / "score.csv", columns)
+        reference = read_scoring_rows(spec.data / "reference.csv", recipe, columns)
+        rows = read_scoring_rows(spec.data / "score.csv", recipe, columns)
     except ValueError as exc:  # names file, row and column, never a cell
         raise DataContractError(f"{site}: {exc}") from exc
-    if len(reference) < MIN_REFERENCE_ROWS:
+    if recipe.standardise and len(reference) < MIN_REFERENCE_ROWS:
         raise DataContractError(
             f"{site}: reference.csv: {len(reference)} rows; at least {MIN_REFERENCE_ROWS} are "
             "needed to standardise the features"
         )
     release = release or released_prior(config)
     model = build_model(config.model.name, n)
-    model.load_state_dict(release.params, strict=True)
-    x = torch.as_tensor(Standardiser.fit(reference)(rows), dtype=torch.float32)
-    probability = predict_proba(model, x).numpy().astype(np.float64)
+    model.load_state_dict(prior_mean(release.params), strict=True)
+    z = Standardiser.fit(reference)(rows) if recipe.standardise else rows
+    output = predict_output(model, torch.as_tensor(z, dtype=torch.float32), recipe.type)
+    values = output.numpy().astype(np.float64)
     path = output_folder(config, site) / f"predictions_{release.name}_v{release.version}.csv"
-    write_predictions(path, probability, release.name, release.version)
+    positive: int | None = None
+    if recipe.type == "survival":
+        write_risks(path, values, release.name, release.version)
+    else:
+        write_predictions(path, values, release.name, release.version)
+        positive = int((values >= THRESHOLD).sum())
     summary = ScoringSummary(
-        site,
-        release.name,
-        release.version,
-        len(rows),
-        int((probability >= THRESHOLD).sum()),
-        len(reference),
-        path.name,
+        site, release.name, release.version, len(rows), positive, len(reference), path.name
     )
     key = Keys.of(config).inference(site)
     store.put(key, (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode())
     log.info(
-        "%s: scored %d rows with %s version %s (%d predicted positive) -> %s; counts -> %s",
+        "%s: scored %d rows with %s version %s (%s) -> %s; counts -> %s",
         site,
         summary.rows,
         release.name,
         release.version,
-        summary.predicted_positive,
+        "risk scores" if positive is None else f"{positive} predicted positive",
         path.name,  # the site's folders stay out of logs, which edge workers ship to the centre
         key,
     )

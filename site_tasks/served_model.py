@@ -4,9 +4,11 @@ The registry holds no pickle: the model version's artifacts are this file and ``
 parameters as safetensors. Loading builds the architecture named in the model config with the
 installed ``fedmap`` package and loads the tensors into it by name and shape.
 
-``predict`` takes standardised features (one column per feature, in the contract's order) and
-returns p(y = 1 | x). Standardisation is per site: a site scales its rows with its own
-statistics before calling the model (see docs/tiers.md).
+``predict`` takes the model's features (one column per feature, in the order of the version's
+signature: the task recipe's columns, one-hot indicators included) and returns, for the task in
+the model config, p(y = 1 | x) (binary) or the log relative risk (survival; higher means an
+earlier event). Standardisation is per site: a site scales its rows with its own statistics
+before calling the model (see docs/tiers.md).
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 
 
 class FedMAPModel(PythonModel):
-    """A fedmap model (logreg, mlp or mlp-bn) whose parameters come from a safetensors file."""
+    """A fedmap model (logreg, mlp or mlp-bn) whose parameters come from a safetensors file; it
+    predicts what its task scores: p(y = 1 | x), or the risk score of a survival model."""
 
     def load_context(self, context: PythonModelContext) -> None:
+        from fedmap.data import TASKS
         from fedmap.messages import decode_params
         from fedmap.models import build_model
 
         config = context.model_config
+        task = str(config.get("task", "binary"))  # versions before survival were binary
+        if task not in TASKS:
+            raise ValueError(f"model config task must be one of {', '.join(TASKS)}, got {task!r}")
+        self.task = task
         model = build_model(str(config["model"]), int(config["n_features"]))
         params = decode_params(Path(context.artifacts["params"]).read_bytes())
         model.load_state_dict(params, strict=True)
@@ -36,10 +44,10 @@ class FedMAPModel(PythonModel):
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import torch
 
-        from fedmap.models import predict_proba
+        from fedmap.metrics import predict_output
 
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-        return predict_proba(self.model, x).numpy()
+        return predict_output(self.model, x, self.task).numpy()
 
 
 mlflow.models.set_model(FedMAPModel())

@@ -1,5 +1,10 @@
 """What the coordinating centre runs around the rounds: ``init`` writes the first prior and
-``aggregate`` turns the committed updates of round t into the prior of round t + 1."""
+``aggregate`` turns the committed updates of round t into the prior of round t + 1.
+
+A prior is the mean mu under the model's keys; with a learned prior (``algorithm.prior``
+diagonal or icnn) the prior of round t + 1 also holds the state the server fitted to the sites'
+theta_k, under ``prior/...`` keys, so the sites of the next round train under the learned prior.
+Round 1 (and a warm start) is mu alone: every tensor falls back to N(mu, sigma^2)."""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from fedmap.initialisation import initialise
 from fedmap.messages import Manifest, encode_params, make_manifest
 from fedmap.models import build_model
 from fedmap.params import Params
+from fedmap.priors import prior_mean
 from fedmap.server import Candidate, RoundSummary, aggregate_round
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import Keys, ObjectStore
-from site_tasks.train import fetch_prior
+from site_tasks.train import fetch_prior, model_specs
 
 log = logging.getLogger("site_tasks")
 
@@ -23,13 +29,14 @@ def init(
     config: FederationConfig, store: ObjectStore, warm: tuple[Params, str] | None = None
 ) -> Manifest:
     """The prior of round 1: ``warm`` (parameters and where they came from, e.g. the registry's
-    champion) when given, else Algorithm 1, line 1: a randomly chosen site's initial model.
+    champion; its mean mu only) when given, else Algorithm 1, line 1: a randomly chosen site's
+    initial model.
 
     Deterministic in its inputs, so running it twice writes the same bytes.
     """
     keys = Keys.of(config)
     if warm is not None:
-        params, source = warm
+        params, source = prior_mean(warm[0]), warm[1]
         blob = encode_params(params)
         extra = {
             "model": config.model.name,
@@ -97,10 +104,12 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
     arrived late), PriorConflict is raised instead of replacing a prior sites may be using.
     """
     keys = Keys.of(config)
-    prior_manifest, _ = fetch_prior(config, store, round_)
+    prior_manifest, prior = fetch_prior(config, store, round_)
     members = [name for name, site in config.sites.items() if site.tier == 1]
+    expected = model_specs(prior_manifest.tensors)  # an update is a model: mu's keys, no state
+    candidates = collect(config, store, round_)
     new_prior, summary = aggregate_round(
-        config.method, round_, collect(config, store, round_), prior_manifest.tensors, members
+        config.method, round_, candidates, expected, members, prior
     )
     for site, reason in summary.rejected.items():
         log.warning("round %d: rejected %s: %s", round_, site, reason)

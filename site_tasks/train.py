@@ -1,8 +1,16 @@
 """``site-task train``: one round of local MAP optimisation at one site.
 
+The site reads its ``train.csv`` and ``val.csv`` with the federation's task recipe
+(``fedmap.tabular``: the target or the survival time and event, dropped and one-hot columns,
+missing-value tokens, standardisation with its own training statistics).
+
 What leaves the site: theta_k as safetensors and a manifest with log omega_k, the number of
-training rows and aggregate metrics. The site's rows, its standardisation statistics and its
-validation summary details stay where they are.
+training rows and aggregate metrics (``val_<metric>`` for each metric of the task). The site's
+rows, its standardisation statistics and its validation summary details stay where they are.
+
+The prior of a round is the mean mu under the model's own keys, plus ``prior/...`` entries for a
+learned prior's state (``fedmap.priors``): the whole of it shapes the local objective, and only mu
+is ever loaded into a model.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import hashlib
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,26 +27,27 @@ import torch
 
 from fedmap.algorithms import SiteContext, SiteUpdate
 from fedmap.config import ConfigError
-from fedmap.data import read_site, standardise
 from fedmap.messages import (
     Manifest,
     MessageError,
+    TensorSpec,
     decode_params,
     encode_params,
     make_manifest,
     open_message,
     specs_of,
 )
-from fedmap.metrics import Scores, score
-from fedmap.models import build_model, predict_proba
+from fedmap.metrics import PRIMARY_METRIC, TaskScores, predict_output, score_task
+from fedmap.models import build_model
 from fedmap.params import Params
+from fedmap.priors import PREFIX, prior_mean
 from fedmap.simulator import resolve_device
+from fedmap.tabular import TabularError, load_tabular_site
 from site_tasks.contracts import DataContractError, require_valid, validate_site
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
-TRAINABLE_CONTRACTS = ("synthetic",)
 
 
 class PriorUnavailable(RuntimeError):
@@ -131,10 +141,23 @@ class Fitted:
     device: str
 
 
-def score_params(context: SiteContext, params: Params) -> Scores:
-    """Validation scores of params on the site's own validation split."""
-    prob = predict_proba(context.model_from(params), context.data.x_val)
-    return score(context.data.y_val.cpu().numpy(), prob.cpu().numpy())
+def model_specs(tensors: Mapping[str, TensorSpec]) -> dict[str, TensorSpec]:
+    """The specs of a prior's model entries (mu), without a learned prior's ``prior/`` state."""
+    return {k: v for k, v in tensors.items() if not k.startswith(PREFIX)}
+
+
+def score_params(context: SiteContext, params: Params) -> TaskScores:
+    """The task's validation scores of params (a model's own keys) on the site's validation split:
+    accuracy, balanced accuracy and ROC-AUC of p(y = 1), or the C-index of the risk scores."""
+    task = context.data.task
+    output = predict_output(context.model_from(params), context.data.x_val, task)
+    return score_task(task, context.data.y_val.cpu().numpy(), output.cpu().numpy())
+
+
+def val_metrics(scores: TaskScores) -> dict[str, float]:
+    """``val_<metric>`` for each of the task's metrics that is a number: a manifest holds finite
+    values only, and e.g. the C-index of a split without a comparable pair is NaN."""
+    return {f"val_{k}": v for k, v in scores.as_dict().items() if math.isfinite(v)}
 
 
 @dataclass(frozen=True)
@@ -143,8 +166,14 @@ class Prepared:
 
     context: SiteContext
     prior: Params
+    """The whole prior of the round: mu and, for a learned prior, its ``prior/`` state."""
     personal: Params
     device: torch.device
+
+    @property
+    def mean(self) -> Params:
+        """mu alone: the prior as a model (what is scored, and where a site without state starts)."""
+        return prior_mean(self.prior)
 
 
 def prepare(
@@ -153,33 +182,28 @@ def prepare(
     """Validate the site's data, fetch and check the prior of round_ against the site's model, and
     load the site's latest own state (the prior when it has none)."""
     folder = config.site(site).data
-    if config.contract not in TRAINABLE_CONTRACTS:
-        raise NotImplementedError(
-            f"training on the {config.contract!r} contract is not supported yet"
-        )
     target = device_for(device or config.device)
     require_valid(validate_site(site, folder, config.contract))
     prior_manifest, prior = fetch_prior(config, store, round_)
     model_name = str(prior_manifest.extra.get("model", config.model.name))
     try:
-        split = read_site(folder)
-    except ValueError as exc:  # the message names file, row and column, never a cell
+        data = load_tabular_site(folder, config.recipe, target, site)
+    except TabularError as exc:  # the message names file, row, column and rule, never a cell
         raise DataContractError(f"{site}: {exc}") from exc
-    model_specs = specs_of(build_model(model_name, split.x_train.shape[1]).state_dict())
-    if dict(prior_manifest.tensors) != model_specs:
+    specs = specs_of(build_model(model_name, data.num_features).state_dict())
+    if model_specs(prior_manifest.tensors) != specs:
         raise PriorUnavailable(
             f"the prior of round {round_} does not fit this site's {model_name} model on "
-            f"{split.x_train.shape[1]} features"
+            f"{data.num_features} features"
         )
-    personal = latest_state(config, site, round_) or prior
-    data = standardise(split, target)
+    on_device = {k: v.to(target) for k, v in prior.items()}
+    personal = latest_state(config, site, round_) or prior_mean(on_device)
     context = SiteContext(
         data,
         lambda: build_model(model_name, data.num_features),
         config.training,
         torch.Generator().manual_seed(round_seed(config, site, round_)),
     )
-    on_device = {k: v.to(target) for k, v in prior.items()}
     return Prepared(context, on_device, {k: v.to(target) for k, v in personal.items()}, target)
 
 
@@ -197,8 +221,7 @@ def fit_site(config: FederationConfig, site: str, round_: int, ready: Prepared) 
             f"{site}: round {round_}: training produced NaN or inf parameters; nothing was "
             "uploaded (lower the learning rate)"
         )
-    val = score_params(ready.context, theta)
-    metrics = {**result.update.metrics, "val_accuracy": val.accuracy, "val_roc_auc": val.roc_auc}
+    metrics = {**result.update.metrics, **val_metrics(score_params(ready.context, theta))}
     return Fitted(result.update, result.personal, metrics, target.type)
 
 
@@ -233,13 +256,15 @@ def train(
     store.put(tensors_key, blob)
     store.put(manifest_key, manifest.to_json().encode())  # last: the commit marker
     keep_state(config, site, round_, fitted.personal)
+    metric = PRIMARY_METRIC[config.recipe.type]
     log.info(
-        "%s: round %d: log omega %.4f, train NLL %.4f, val accuracy %.4f -> %s",
+        "%s: round %d: log omega %.4f, train NLL %.4f, val %s %.4f -> %s",
         site,
         round_,
         manifest.log_omega,
         fitted.metrics["train_nll"],
-        fitted.metrics["val_accuracy"],
+        metric,
+        fitted.metrics.get(f"val_{metric}", math.nan),
         manifest_key,
     )
     return TrainResult(manifest, fitted.device)

@@ -4,6 +4,7 @@ real local S3 server trains, aggregates, excludes a bad site and enforces the qu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -379,9 +380,12 @@ def test_without_mlflow_the_register_task_is_skipped(
     airflow_db: None,
     make_federation: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
     load_dags: LoadDags,
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    caplog.set_level(logging.INFO, logger="site_tasks")  # as a worker's task log has it
     folder = federation_folder(
         make_federation, n_sites=2, n_train=100, n_val=40, rounds=1, min_sites=1
     )
@@ -389,3 +393,7 @@ def test_without_mlflow_the_register_task_is_skipped(
     states = _states(run)
     assert states["register"] == "skipped"
     assert str(run.state) == "success", states
+    # the equity summary is still in the register task's log (Airflow prints it to stdout)
+    logged = capfd.readouterr().out + caplog.text
+    assert "equity of the run (accuracy)" in logged
+    assert "Worst-served site (lowest local accuracy)" in logged

@@ -25,7 +25,9 @@ from site_tasks.contracts import (
     DataContractError,
     ExpectationResult,
     ValidationSummary,
+    feature_columns,
     require_valid,
+    scoring_contract,
     validate_site,
 )
 from site_tasks.sources import (
@@ -468,6 +470,23 @@ def test_tcga_stand_in_passes(tmp_path: Path) -> None:
     summary = validate_site("region-x", folder, "fed_tcga_brca")
     assert summary.success, summary.errors
     assert summary.rows == {"train.csv": 30, "val.csv": 12}
+
+
+def test_tcga_scoring_files_hold_neither_event_nor_time(tmp_path: Path) -> None:
+    """A tier-3 survival site has no outcome: its files lose both targets, E and T."""
+    folder = write_fake_tcga(tmp_path / "fake")
+    header = column_names("fed_tcga_brca")
+    features = [c for c in header if c not in ("E", "T")]
+    assert feature_columns("fed_tcga_brca") == tuple(features)
+    clinic = tmp_path / "clinic"
+    clinic.mkdir()
+    with (folder / "train.csv").open(newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [header.index(c) for c in features]
+    for name in ("reference.csv", "score.csv"):
+        write_rows(clinic / name, [[row[j] for j in keep] for row in rows])
+    summary = validate_site("clinic", clinic, scoring_contract("fed_tcga_brca"))
+    assert summary.success, summary.errors
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,10 @@ def test_missing_required_key_and_unknown_site(tmp_path: Path) -> None:
         ({"task": {"contract": "synthetic", "target": "y"}}, "task.target must be"),
         ({"task": {"contract": "synthetic", "model": "cnn"}}, "task.model must be one of"),
         ({"algorithm": {"method": "fedavg"}}, "algorithm.method must be one of fedmap"),
-        ({"algorithm": {"prior": "icnn"}}, "algorithm.prior must be one of gaussian"),
+        (
+            {"algorithm": {"prior": "laplace"}},
+            "algorithm.prior must be one of gaussian, diagonal, icnn",
+        ),
         ({"algorithm": {"seed": "abc"}}, "algorithm.seed must be an integer"),
         ({"algorithm": {"weighting": "votes"}}, "weighting must be one of"),
         ({"device": "gpu"}, "device must be cpu, cuda or auto"),

@@ -65,6 +65,23 @@ def test_register_runs_models_and_gate(
         s: dvc_dir_hash(config.site(s).data) for s in ("site-01", "site-02")
     }
     assert json.loads(prior_tags["validation"])["site-02"]["success"] is True
+    assert prior_tags["prior"] == "gaussian" and prior_tags["primary_metric"] == "accuracy"
+    assert float(prior_tags["prior_mean_val_accuracy"]) >= 0.0  # the name the gate reads
+    # equity: each site's gain over its local model, on the parent run and in the result
+    evaluations = {
+        s: json.loads(store.get(Keys.of(config).evaluation(s)) or b"{}")
+        for s in ("site-01", "site-02")
+    }
+    gains = {
+        s: e["personalised"]["accuracy"] - e["local"]["accuracy"] for s, e in evaluations.items()
+    }
+    assert first.equity is not None and first.equity["gains"] == pytest.approx(gains)
+    worst = min(evaluations, key=lambda s: evaluations[s]["local"]["accuracy"])
+    assert first.equity["worst_served"] == worst
+    parent_metrics = client.get_run(first.parent_run_id).data.metrics
+    assert parent_metrics["equity_worst_served_gain"] == pytest.approx(gains[worst])
+    report = Path(client.download_artifacts(first.parent_run_id, "equity.md")).read_text()
+    assert f"Worst-served site (lowest local accuracy): **{worst}**" in report
     per_file = client.download_artifacts(first.parent_run_id, "data_files.json")
     assert set(json.loads(Path(per_file).read_text())) == {"site-01", "site-02"}
     info = mlflow.models.get_model_info("models:/fedmap-synthetic-label-skew-prior@champion")
@@ -103,6 +120,7 @@ def test_register_runs_models_and_gate(
     assert sorted(r.data.tags["site"] for r in children) == ["site-01", "site-02"]
     history = client.get_metric_history(children[0].info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
+    assert "gain_over_local_accuracy" in children[0].data.metrics
     assert client.get_run(first.parent_run_id).data.params["rounds"] == "2"
 
     # rerunning the same DAG run's registration adds nothing and reports the same versions

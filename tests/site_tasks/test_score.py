@@ -482,7 +482,7 @@ def test_a_heart_disease_site_can_score(
 ) -> None:
     from site_tasks.sources import heart_disease_sites
 
-    heart = Path(__file__).parent / "data" / "fed_heart_disease"
+    heart = Path(__file__).resolve().parents[2] / "datasets" / "fed_heart_disease"
     folders = heart_disease_sites(heart, tmp_path / "heart")
     scorer = folders[0]
     with (scorer / "train.csv").open(newline="") as f:
@@ -550,3 +550,111 @@ def test_a_file_that_passes_validation_can_be_scored(
             atol=1e-5,
             rtol=0,
         )
+
+
+# --- the task recipe: one-hot columns, dropped columns, survival ----------------------------------
+
+
+def _features_only(source: Path, target: Path, drop: tuple[str, ...], rows: slice) -> None:
+    """Write source's header and the chosen data rows to target without the drop columns."""
+    with source.open(newline="") as f:
+        header, *body = list(csv.reader(f))
+    keep = [j for j, c in enumerate(header) if c not in drop]
+    with target.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(
+            [[r[j] for j in keep] for r in (header, *body[rows])]
+        )
+
+
+def test_a_heart_disease_site_scores_through_the_one_hot_recipe(
+    make_federation: Callable[..., Path], tmp_path: Path
+) -> None:
+    """reference.csv and score.csv become the same 13 features (cp and restecg one-hot, slope, ca
+    and thal dropped) as the training sites' rows, standardised on reference.csv."""
+    from fedmap.tabular import read_tabular
+    from site_tasks.sources import heart_disease_sites
+    from tests.site_tasks.tabular_data import HEART_SOURCE, federation_task
+
+    folders = {f.name: f for f in heart_disease_sites(HEART_SOURCE, tmp_path / "heart")}
+    scorer = folders["cleveland"]
+    _features_only(scorer / "train.csv", scorer / "reference.csv", ("num",), slice(0, 60))
+    _features_only(scorer / "train.csv", scorer / "score.csv", ("num",), slice(60, 90))
+    path = make_federation(
+        task=federation_task("heart_disease"),
+        sites={
+            "hungarian": {"data": str(folders["hungarian"])},
+            SITE: {"data": str(scorer), "tier": 3},
+        },
+    )
+    config = load_federation(path)
+    store = S3Store(config.storage)
+    store.ensure_bucket()
+    torch.manual_seed(0)
+    params: Params = {k: v * 5.0 for k, v in build_model("logreg", 13).state_dict().items()}
+    summary = score_site(config, SITE, store, Release(MODEL, VERSION, params))
+    assert summary.rows == 30 and summary.reference_rows == 60
+
+    # the training reader's features of the same rows (the target left in), standardised alike
+    rows = read_tabular(scorer / "train.csv", config.recipe)
+    assert rows.dropped_missing == 0  # cleveland's first 90 rows have no '?' left to drop
+    model = build_model("logreg", 13)
+    model.load_state_dict(params)
+    x = Standardiser.fit(rows.x[:60])(rows.x[60:90])
+    want = predict_proba(model, torch.as_tensor(x, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(
+        probabilities(default_output_of(config) / PREDICTIONS), want, atol=1e-5, rtol=0
+    )
+
+    # a missing value in a kept column: the row cannot be scored, and the cell is not quoted
+    rewrite_cell(scorer / "score.csv", 4, "trestbps", "?")
+    with pytest.raises(DataContractError) as info:
+        score_site(config, SITE, store, Release(MODEL, VERSION, params))
+    assert str(info.value) == (
+        f"{SITE}: score.csv: row 5, column 'trestbps': missing or infinite value; every feature "
+        "of a row to score must be a number"
+    )
+
+
+def default_output_of(config: FederationConfig) -> Path:
+    return config.state_dir / "predictions" / config.name / SITE
+
+
+def test_a_survival_site_writes_risk_scores_not_probabilities(
+    make_federation: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Survival: the log relative risk of each row (no threshold, no standardisation in the
+    TCGA-BRCA recipe); the id column is dropped and neither the event E nor the time T is needed:
+    the scoring form of ``fed_tcga_brca`` leaves out both."""
+    from fedmap.metrics import predict_output
+    from fedmap.tabular import read_tabular
+    from tests.site_tasks.tabular_data import federation_task, write_cox_site
+
+    folder = write_cox_site(tmp_path / "region-9", 40, 25, 9)
+    _features_only(folder / "train.csv", folder / "reference.csv", ("E", "T"), slice(0, 40))
+    _features_only(folder / "val.csv", folder / "score.csv", ("E", "T"), slice(0, 25))
+    path = make_federation(
+        task=federation_task("tcga_brca"),
+        sites={
+            "region-0": {"data": str(write_cox_site(tmp_path / "region-0", 40, 20, 0))},
+            SITE: {"data": str(folder), "tier": 3},
+        },
+    )
+    config = load_federation(path)
+    store = S3Store(config.storage)
+    store.ensure_bucket()
+    torch.manual_seed(0)
+    params: Params = {k: v.clone() for k, v in build_model("logreg", 39).state_dict().items()}
+    summary = score_site(config, SITE, store, Release(MODEL, VERSION, params))
+    assert summary.rows == 25 and summary.predicted_positive is None
+
+    header, rows = read_predictions(default_output_of(config) / PREDICTIONS)
+    assert header == ["row", "risk", "model", "version"]
+    model = build_model("logreg", 39)
+    model.load_state_dict(params)
+    x = torch.as_tensor(read_tabular(folder / "val.csv", config.recipe).x, dtype=torch.float32)
+    want = predict_output(model, x, "survival").numpy()
+    got = np.array([float(r[1]) for r in rows])
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert (got < 0).any() or (got > 1).any()  # a risk score, not a probability
+    uploaded = json.loads(store.get(Keys.of(config).inference(SITE)) or b"{}")
+    assert uploaded["predicted_positive"] is None and uploaded["rows"] == 25

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -164,39 +163,6 @@ def _read_csv(path: Path) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(f"{path}: column {LABEL!r} must hold only 0 and 1")
     return table[:, :-1], y.astype(np.int64)
-
-
-def read_features(path: Path, columns: Sequence[str]) -> NDArray[np.float64]:
-    """A features-only file (a tier-3 site's ``reference.csv`` or ``score.csv``) whose header is
-    exactly ``columns``. Blank lines and a UTF-8 byte-order mark are ignored, as the contract's
-    reader ignores them. Errors name the file (not its folder), row and column, never a cell.
-    """
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise ValueError(f"{path.name}: empty file")
-    header = [h.strip() for h in rows[0]]
-    if header != list(columns):
-        raise ValueError(
-            f"{path.name}: the header must be the {len(columns)} feature columns "
-            f"{', '.join(columns)} in that order"
-        )
-    table = np.empty((len(rows) - 1, len(columns)))
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(columns):
-            raise ValueError(
-                f"{path.name}: row {i} has {len(row)} cells, the header {len(columns)}"
-            )
-        for j, cell in enumerate(row):
-            try:
-                table[i - 2, j] = float(cell)
-            except ValueError:
-                raise ValueError(
-                    f"{path.name}: row {i}, column {header[j]!r}: not a number"
-                ) from None
-    if not np.isfinite(table).all():
-        raise ValueError(f"{path.name}: missing or infinite values; every feature must be a number")
-    return table
 
 
 def write_features(path: Path, x: NDArray[np.float64]) -> None:

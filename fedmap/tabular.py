@@ -178,6 +178,57 @@ def _target(path: Path, row: int, task: TabularTask, values: Mapping[str, float]
     return [value, time]
 
 
+def read_features_only(
+    path: Path, task: TabularTask, columns: Sequence[str]
+) -> NDArray[np.float64]:
+    """A features-only file (a tier-3 site's ``reference.csv`` or ``score.csv``) as the model's
+    inputs ``columns``: the recipe without its targets.
+
+    Dropped columns and the targets are ignored when present and not required. Unlike a training
+    file, a row cannot be scored without all its features: a missing or non-finite value is an
+    error, not a dropped row, as is a level the recipe does not list. Blank lines and a UTF-8
+    byte-order mark are ignored, as the contract's reader ignores them. Errors name the file (not
+    its folder), row and column, never a cell.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise TabularError(f"{path.name}: empty file")
+    header = [h.strip() for h in rows[0]]
+    absent = [c for c in task.categorical if c not in header]
+    if absent or task.feature_columns(header) != list(columns):
+        raise TabularError(
+            f"{path.name}: the columns do not give the model's {len(columns)} features "
+            f"{', '.join(columns)} in that order"
+        )
+    ignored = {*task.drop, *task.targets}
+    missing = {"", *task.missing}
+    table = []
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise TabularError(
+                f"{path.name}: row {i} has {len(row)} cells, the header {len(header)}"
+            )
+        values: dict[str, float] = {}
+        for column, raw in zip(header, row, strict=True):
+            if column in ignored:
+                continue
+            cell = raw.strip()
+            try:
+                values[column] = math.nan if cell in missing else float(cell)
+            except ValueError:
+                raise TabularError(
+                    f"{path.name}: row {i}, column {column!r}: not a number"
+                ) from None
+            if not math.isfinite(values[column]):
+                raise TabularError(
+                    f"{path.name}: row {i}, column {column!r}: missing or infinite value; every "
+                    "feature of a row to score must be a number"
+                )
+        table.append(_features(Path(path.name), i, task, header, values))
+    return np.asarray(table, dtype=np.float64).reshape(len(table), len(columns))
+
+
 def load_tabular_site(
     folder: Path, task: TabularTask, device: torch.device | str = "cpu", name: str | None = None
 ) -> SiteData:

@@ -16,12 +16,9 @@ leaves the site: the validation summary and a scoring summary, counts only.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,7 +31,7 @@ from fedmap.data import Standardiser
 from fedmap.metrics import predict_output
 from fedmap.models import build_model
 from fedmap.priors import prior_mean
-from fedmap.tabular import TabularTask
+from fedmap.tabular import read_features_only
 from site_tasks.contracts import DataContractError, require_valid
 from site_tasks.federation import FederationConfig
 from site_tasks.registry import Release, model_columns, released_prior
@@ -92,61 +89,6 @@ def write_risks(path: Path, risk: NDArray[np.float64], model: str, version: str)
     os.replace(tmp, path)
 
 
-def read_scoring_rows(
-    path: Path, recipe: TabularTask, columns: Sequence[str]
-) -> NDArray[np.float64]:
-    """A features-only file as the model's inputs ``columns``: the task recipe without a target.
-
-    Dropped columns and the recipe's targets are ignored when present; numeric columns come first,
-    then each categorical column's indicators (``TabularTask.feature_columns``), exactly as
-    ``fedmap.tabular.read_tabular`` builds a training row. A row cannot be scored without all its
-    features: a missing or non-finite value, or a level the recipe does not list, is an error.
-    Blank lines and a UTF-8 byte-order mark are ignored, as the contract's reader ignores them.
-    Errors name the file (not its folder), row and column, never a cell.
-    """
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
-    if not rows:
-        raise ValueError(f"{path.name}: empty file")
-    header = [h.strip() for h in rows[0]]
-    absent = [c for c in recipe.categorical if c not in header]
-    if absent or recipe.feature_columns(header) != list(columns):
-        raise ValueError(
-            f"{path.name}: the columns do not give the model's {len(columns)} features "
-            f"{', '.join(columns)} in that order"
-        )
-    ignored = {*recipe.drop, *recipe.targets}
-    missing = {"", *recipe.missing}
-    table = []
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"{path.name}: row {i} has {len(row)} cells, the header {len(header)}")
-        values: dict[str, float] = {}
-        for column, raw in zip(header, row, strict=True):
-            if column in ignored:
-                continue
-            cell = raw.strip()
-            try:
-                values[column] = math.nan if cell in missing else float(cell)
-            except ValueError:
-                raise ValueError(f"{path.name}: row {i}, column {column!r}: not a number") from None
-            if not math.isfinite(values[column]):
-                raise ValueError(
-                    f"{path.name}: row {i}, column {column!r}: missing or infinite value; every "
-                    "feature of a row to score must be a number"
-                )
-        features = [v for c, v in values.items() if c not in recipe.categorical]
-        for column in (c for c in header if c in recipe.categorical):
-            levels = recipe.categorical[column]
-            if values[column] not in levels:
-                raise ValueError(
-                    f"{path.name}: row {i}, column {column!r}: not one of the recipe's levels"
-                )
-            features.extend(1.0 if values[column] == v else 0.0 for v in levels[1:])
-        table.append(features)
-    return np.asarray(table, dtype=np.float64).reshape(len(table), len(columns))
-
-
 def score_site(
     config: FederationConfig, site: str, store: ObjectStore, release: Release | None = None
 ) -> ScoringSummary:
@@ -158,8 +100,8 @@ def score_site(
     recipe, n = config.recipe, config.model.n_features
     columns = model_columns(config)
     try:
-        reference = read_scoring_rows(spec.data / "reference.csv", recipe, columns)
-        rows = read_scoring_rows(spec.data / "score.csv", recipe, columns)
+        reference = read_features_only(spec.data / "reference.csv", recipe, columns)
+        rows = read_features_only(spec.data / "score.csv", recipe, columns)
     except ValueError as exc:  # names file, row and column, never a cell
         raise DataContractError(f"{site}: {exc}") from exc
     if recipe.standardise and len(reference) < MIN_REFERENCE_ROWS:

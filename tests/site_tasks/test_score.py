@@ -24,12 +24,12 @@ from fedmap.config import ConfigError
 from fedmap.data import (
     Standardiser,
     feature_names,
-    read_features,
     read_site,
     write_features,
 )
 from fedmap.models import build_model, predict_proba
 from fedmap.params import Params
+from fedmap.tabular import TabularTask, read_features_only
 from site_tasks.contracts import (
     CONTRACTS,
     ROWS_RULE,
@@ -455,23 +455,24 @@ def test_features_round_trip_and_errors_never_quote_a_cell(tmp_path: Path) -> No
     assert path.read_text().splitlines()[0] == "x00,x01,x02"
     assert not (tmp_path / "f.csv.tmp").exists()
     three, four = ["x00", "x01", "x02"], ["x00", "x01", "x02", "x03"]
-    np.testing.assert_allclose(read_features(path, three), x, rtol=1e-9)
+    task = TabularTask()  # features only: the target 'label' is not required
+    np.testing.assert_allclose(read_features_only(path, task, three), x, rtol=1e-9)
 
-    with pytest.raises(ValueError, match=r"the header must be the 4 feature columns x00, x01"):
-        read_features(path, four)
+    with pytest.raises(ValueError, match=r"the columns do not give the model's 4 features x00"):
+        read_features_only(path, task, four)
     rewrite_cell(path, 2, "x01", TEXT_SENTINEL)
     with pytest.raises(ValueError) as info:
-        read_features(path, three)
+        read_features_only(path, task, three)
     assert str(info.value) == "f.csv: row 3, column 'x01': not a number"
     path.write_text("x00,x01,x02\n1,2\n")
     with pytest.raises(ValueError, match="row 2 has 2 cells, the header 3"):
-        read_features(path, three)
+        read_features_only(path, task, three)
     path.write_text("x00,x01,x02\n1,,2\n")
-    with pytest.raises(ValueError, match="column 'x01': not a number"):
-        read_features(path, three)
+    with pytest.raises(ValueError, match="column 'x01': missing or infinite value"):
+        read_features_only(path, task, three)
     path.write_text("")
     with pytest.raises(ValueError, match="empty file"):
-        read_features(path, three)
+        read_features_only(path, task, three)
 
 
 # --- validation and scoring read the same files the same way -------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,28 +66,37 @@ def output_folder(config: FederationConfig, site: str) -> Path:
     return spec.output or config.state_dir / "predictions" / config.name / site
 
 
+def _write_rows(path: Path, header: str, lines: Iterable[str]) -> None:
+    """header, then one line per row, through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(header + "\n")
+        f.writelines(line + "\n" for line in lines)
+    os.replace(tmp, path)
+
+
 def write_predictions(
     path: Path, probability: NDArray[np.float64], model: str, version: str
 ) -> None:
     """row (1-based, as in score.csv), probability, prediction, model, version; atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write("row,probability,prediction,model,version\n")
-        for i, p in enumerate(probability, start=1):
-            f.write(f"{i},{p:.6f},{int(p >= THRESHOLD)},{model},{version}\n")
-    os.replace(tmp, path)
+    _write_rows(
+        path,
+        "row,probability,prediction,model,version",
+        (
+            f"{i},{p:.6f},{int(p >= THRESHOLD)},{model},{version}"
+            for i, p in enumerate(probability, start=1)
+        ),
+    )
 
 
 def write_risks(path: Path, risk: NDArray[np.float64], model: str, version: str) -> None:
     """row (1-based, as in score.csv), risk (the log relative risk), model, version; atomic."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write("row,risk,model,version\n")
-        for i, r in enumerate(risk, start=1):
-            f.write(f"{i},{r:.6f},{model},{version}\n")
-    os.replace(tmp, path)
+    _write_rows(
+        path,
+        "row,risk,model,version",
+        (f"{i},{r:.6f},{model},{version}" for i, r in enumerate(risk, start=1)),
+    )
 
 
 def score_site(

@@ -37,7 +37,7 @@ test: install lint
 # inference. Starts and stops its own servers; a second run warm-starts from the champion.
 demo: install
 	mkdir -p $(STATE)
-	$(PY) -m site_tasks.demo
+	$(PY) -m site_tasks.local.demo
 
 # The researchers' view: compare methods in-process on one scenario (no servers).
 simulate: install
@@ -47,18 +47,18 @@ simulate: install
 
 # Browse: S3, MLflow and airflow standalone in the background (same state as the demo).
 up: install
-	$(PY) -m site_tasks.stack up
+	$(PY) -m site_tasks.local.stack up
 
 down:
-	test -x $(PY) && $(PY) -m site_tasks.stack down || true
+	test -x $(PY) && $(PY) -m site_tasks.local.stack down || true
 
 # A real multi-process federation: PostgreSQL, Airflow API server + scheduler + DAG processor,
 # an S3 server, and one edge worker per site (FEDERATION=path/to/file.yaml, default: 3 demo sites).
 federation-up: install
-	$(PY) -m site_tasks.edge up $(if $(FEDERATION),--federation $(FEDERATION),)
+	$(PY) -m site_tasks.local.edge up $(if $(FEDERATION),--federation $(FEDERATION),)
 
 federation-down:
-	test -x $(PY) && $(PY) -m site_tasks.edge down || true
+	test -x $(PY) && $(PY) -m site_tasks.local.edge down || true
 
 # DVC runs each stage's cmd through the shell, so the venv's fedmap and python go first on PATH.
 bench: install

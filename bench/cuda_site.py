@@ -1,4 +1,4 @@
-"""Time the site runtime's training step (``site_tasks.train.train``) on the CPU and on CUDA.
+"""Time the site runtime's training step (``site_tasks.site.train.train``) on the CPU and on CUDA.
 
 Runs whole rounds of a federation file through the code the DAG runs: ``server.init``, each
 site's ``train`` (fetch and check the prior, read the site's folder with the task recipe, the local
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-import site_tasks.train as site_train
-from site_tasks import server
+import site_tasks.site.train as site_train
+from site_tasks.centre import server
 from site_tasks.federation import load_federation
 
 

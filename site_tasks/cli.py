@@ -54,12 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from fedmap.messages import MessageError
     from fedmap.server import NoValidUpdates
-    from site_tasks import server
-    from site_tasks.contracts import DataContractError
+    from site_tasks.centre import server
     from site_tasks.federation import load_federation
+    from site_tasks.site.contracts import DataContractError
+    from site_tasks.site.train import PriorUnavailable, TrainingDiverged, train
+    from site_tasks.site.validate import validate
     from site_tasks.storage import S3Store, StorageError
-    from site_tasks.train import PriorUnavailable, TrainingDiverged, train
-    from site_tasks.validate import validate
 
     log = logging.getLogger("site_tasks")
     try:

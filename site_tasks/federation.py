@@ -98,7 +98,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _task(data: Any) -> TaskSpec:
-    from site_tasks.contracts import CONTRACTS  # light: GX loads only when validating
+    from site_tasks.site.contracts import CONTRACTS  # light: GX loads only when validating
 
     task = task_spec(data)
     _check(

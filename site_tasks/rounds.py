@@ -12,11 +12,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from site_tasks import server
+from site_tasks.centre import server
 from site_tasks.federation import FederationConfig, load_federation
+from site_tasks.site.train import train
+from site_tasks.site.validate import validate
 from site_tasks.storage import S3Store
-from site_tasks.train import train
-from site_tasks.validate import validate
 
 log = logging.getLogger("site_tasks")
 
@@ -52,7 +52,7 @@ def validate_site(path: Path, run: str, site: str) -> int:
 def start(path: Path, run: str) -> str:
     """Create the bucket if needed and write the prior of round 1: the registry's champion prior
     when MLflow is configured and has one, otherwise Algorithm 1's random-site initialisation."""
-    from site_tasks.registry import champion_prior, tracking_uri
+    from site_tasks.centre.registry import champion_prior, tracking_uri
 
     config, store = configure(path, run)
     store.ensure_bucket()
@@ -67,7 +67,7 @@ def train_site(path: Path, run: str, site: str, round_: int, device: str | None 
 
 def aggregate(path: Path, run: str, round_: int) -> dict[str, float]:
     """Aggregate the round under the quorum; return each contributing site's weight w_k."""
-    from site_tasks.train import PriorUnavailable, fetch_prior
+    from site_tasks.site.train import PriorUnavailable, fetch_prior
 
     config, store = configure(path, run)
     try:
@@ -82,7 +82,7 @@ def aggregate(path: Path, run: str, round_: int) -> dict[str, float]:
 def evaluate_site(path: Path, run: str, site: str) -> float:
     """Score a tier-1 site's own model and the final prior; return its personalised primary
     metric (accuracy, or the C-index for survival)."""
-    from site_tasks.finalise import evaluate
+    from site_tasks.site.finalise import evaluate
 
     config, store = configure(path, run)
     return evaluate(config, store, site, config.rounds).primary
@@ -90,7 +90,7 @@ def evaluate_site(path: Path, run: str, site: str) -> float:
 
 def finetune_site(path: Path, run: str, site: str) -> float:
     """Tier 2: fine-tune the final prior locally; return the fine-tuned model's primary metric."""
-    from site_tasks.finalise import finetune
+    from site_tasks.site.finalise import finetune
 
     config, store = configure(path, run)
     return finetune(config, store, site, config.rounds).primary
@@ -98,7 +98,7 @@ def finetune_site(path: Path, run: str, site: str) -> float:
 
 def score_site(path: Path, run: str, site: str) -> dict[str, int | str | None]:
     """Tier 3: score the site's score.csv with the champion prior; return the counts."""
-    from site_tasks.score import score_site as score
+    from site_tasks.site.score import score_site as score
 
     config, store = configure(path, run)  # the centre made the bucket; a site may not
     summary = score(config, site, store)
@@ -136,8 +136,8 @@ def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, Any]
     The result holds the equity summary (``equity``: each site's gain over its local model, the
     worst-served site and its gain, the spread of the primary metric across sites). Without a
     server the summary still goes to the log."""
-    from site_tasks.finalise import equity_summary, read_evaluations
-    from site_tasks.registry import register, tracking_uri
+    from site_tasks.centre.registry import register, tracking_uri
+    from site_tasks.site.finalise import equity_summary, read_evaluations
     from site_tasks.storage import Keys
 
     config, store = configure(path, run)

@@ -141,7 +141,7 @@ def running(
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     """``rclone serve s3`` on a free 127.0.0.1 port over a temporary folder, with SigV4 auth."""
-    from site_tasks.stack import accepts
+    from site_tasks.local.stack import accepts
 
     rclone = Path(sys.executable).with_name("rclone")
     if not rclone.exists():

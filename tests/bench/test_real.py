@@ -32,7 +32,7 @@ from bench.real import (  # noqa: E402
     targets,
 )
 from fedmap.spec import FederationSpec, load_spec  # noqa: E402
-from site_tasks.sources import heart_disease_sites  # noqa: E402
+from site_tasks.local.sources import heart_disease_sites  # noqa: E402
 
 SITES = ("cleveland", "hungarian", "switzerland", "va")
 # method -> site -> score at seeds 42 and 43

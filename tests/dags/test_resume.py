@@ -237,8 +237,8 @@ def test_a_failed_aggregate_resumes_from_stored_state_without_retraining_or_dupl
     # the prior of round 3 is the aggregate of round 2's stored updates under round 2's prior
     from fedmap.messages import encode_params
     from fedmap.server import aggregate_round
-    from site_tasks.server import collect
-    from site_tasks.train import fetch_prior
+    from site_tasks.centre.server import collect
+    from site_tasks.site.train import fetch_prior
 
     prior_2, _ = fetch_prior(config, store, 2)
     expected, summary = aggregate_round(

@@ -75,8 +75,8 @@ def test_a_survival_federation_runs_registers_and_reports_equity(
     from fedmap.messages import decode_params
     from fedmap.metrics import predict_output
     from fedmap.models import build_model
+    from site_tasks.centre.registry import model_columns
     from site_tasks.federation import load_federation
-    from site_tasks.registry import model_columns
     from site_tasks.rounds import run_name
     from site_tasks.storage import Keys, S3Store
 
@@ -165,7 +165,7 @@ def test_a_survival_federation_runs_registers_and_reports_equity(
     # the gate compares the mean C-index: a prior that ranks worse stays challenger
     from dataclasses import replace
 
-    from site_tasks.registry import register
+    from site_tasks.centre.registry import register
 
     for site, evaluation in evaluations.items():
         evaluation["prior"]["c_index"] = 0.0

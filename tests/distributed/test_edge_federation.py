@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from site_tasks.edge import Deployment, down, pg_data, start_worker, up
-from site_tasks.stack import BIN, stop
+from site_tasks.local.edge import Deployment, down, pg_data, start_worker, up
+from site_tasks.local.stack import BIN, stop
 
 pytestmark = pytest.mark.distributed
 SITES = ("site-01", "site-02", "site-03")

@@ -27,7 +27,7 @@ from fedmap.comparison import (
 )
 from fedmap.config import ConfigError
 from fedmap.spec import FederationSpec, load_spec
-from site_tasks.sources import heart_disease_sites
+from site_tasks.local.sources import heart_disease_sites
 
 ROOT = Path(__file__).resolve().parents[2]
 

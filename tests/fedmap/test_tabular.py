@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from fedmap.spec import FederationSpec, load_spec
 from fedmap.tabular import TabularError, TabularTask, load_tabular_site, read_tabular
-from site_tasks.sources import (
+from site_tasks.local.sources import (
     HEART_DISEASE_CENTRES,
     HEART_DISEASE_COLUMNS,
     TCGA_BRCA_SOURCE,

@@ -111,7 +111,7 @@ def test_setting_errors_are_config_errors(
 def test_cuda_without_a_gpu_is_a_clear_error() -> None:
     import torch
 
-    from site_tasks.train import device_for
+    from site_tasks.site.train import device_for
 
     if torch.cuda.is_available():
         assert device_for("cuda").type == "cuda"

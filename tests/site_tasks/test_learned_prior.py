@@ -13,13 +13,13 @@ import torch
 
 from fedmap.messages import Manifest, decode_params
 from fedmap.priors import PREFIX, prior_mean
-from site_tasks import server
+from site_tasks.centre import server
+from site_tasks.centre.registry import champion_prior, register, released_prior
 from site_tasks.federation import load_federation
-from site_tasks.finalise import evaluate
-from site_tasks.registry import champion_prior, register, released_prior
+from site_tasks.site.finalise import evaluate
+from site_tasks.site.train import prepare, train
+from site_tasks.site.validate import validate
 from site_tasks.storage import Keys, S3Store
-from site_tasks.train import prepare, train
-from site_tasks.validate import validate
 
 MODEL_KEYS = {
     "body.0.weight",

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from site_tasks import server
+from site_tasks.centre import server
 from site_tasks.federation import load_federation
+from site_tasks.site.train import train
+from site_tasks.site.validate import validate
 from site_tasks.storage import S3Store
-from site_tasks.train import train
-from site_tasks.validate import validate
 
 SENTINEL = "987654.321"  # a feature value no model parameter or metric will print
 
@@ -77,7 +77,7 @@ def test_a_non_numeric_cell_fails_without_showing_it(
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from site_tasks.contracts import DataContractError
+    from site_tasks.site.contracts import DataContractError
 
     config = load_federation(make_federation(n_sites=1, n_train=60, n_val=30))
     f = config.site("site-01").data / "train.csv"

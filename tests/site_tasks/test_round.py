@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from fedmap.messages import Manifest, decode_params, encode_params, make_manifest
-from site_tasks import server
-from site_tasks.contracts import DataContractError
+from site_tasks.centre import server
 from site_tasks.federation import FederationConfig, load_federation
+from site_tasks.site.contracts import DataContractError
+from site_tasks.site.train import PriorUnavailable, state_path, train
+from site_tasks.site.validate import validate
 from site_tasks.storage import Keys, S3Store
-from site_tasks.train import PriorUnavailable, state_path, train
-from site_tasks.validate import validate
 
 SITES = ("site-01", "site-02", "site-03")
 
@@ -291,7 +291,7 @@ def test_diverging_training_uploads_nothing(make_federation: Callable[..., Path]
     from dataclasses import replace as dc_replace
 
     from fedmap.training import LocalTraining
-    from site_tasks.train import TrainingDiverged
+    from site_tasks.site.train import TrainingDiverged
 
     config, store = setup(make_federation, n_train=100, n_val=40)
     server.init(config, store)

@@ -15,14 +15,14 @@ import torch
 from fedmap.data import read_site, standardise
 from fedmap.messages import decode_params
 from fedmap.tabular import read_tabular
-from site_tasks import server
-from site_tasks.contracts import DataContractError
+from site_tasks.centre import server
 from site_tasks.federation import FederationConfig, load_federation
-from site_tasks.finalise import evaluate
-from site_tasks.sources import heart_disease_sites
+from site_tasks.local.sources import heart_disease_sites
+from site_tasks.site.contracts import DataContractError
+from site_tasks.site.finalise import evaluate
+from site_tasks.site.train import prepare, train
+from site_tasks.site.validate import validate
 from site_tasks.storage import Keys, S3Store
-from site_tasks.train import prepare, train
-from site_tasks.validate import validate
 from tests.site_tasks.tabular_data import HEART_SOURCE, federation_task, write_cox_site
 
 HEART_SITES = ("cleveland", "hungarian", "va")

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from site_tasks.versioning import dvc_dir_hash
+from site_tasks.site.versioning import dvc_dir_hash
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
         ExpectationValidationResult,
     )
 
-EXPECTATIONS = Path(__file__).resolve().parents[1] / "expectations"
+EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
 # Counts only: BASIC without the 20-value sample that GX would otherwise put in the result.
 RESULT_FORMAT: Mapping[str, Any] = MappingProxyType(
     {"result_format": "BASIC", "partial_unexpected_count": 0}

@@ -7,10 +7,10 @@ import json
 import stat
 from pathlib import Path
 
-from site_tasks.demo import TIERS, _fields, table, write_data, write_federation
 from site_tasks.federation import load_federation
+from site_tasks.local.demo import TIERS, _fields, table, write_data, write_federation
+from site_tasks.local.stack import Stack
 from site_tasks.plan import read_plan
-from site_tasks.stack import Stack
 
 
 def test_the_demo_federation_has_three_tiers_and_valid_files(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_stop_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
     """A stale pid file whose number now belongs to someone else is dropped, not obeyed."""
     import subprocess
 
-    from site_tasks.stack import _pidfile, _spawn, running_pid, stop
+    from site_tasks.local.stack import _pidfile, _spawn, running_pid, stop
 
     stack = Stack(tmp_path)
     stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)

@@ -1,7 +1,7 @@
 """The local stack: a real S3 server (``rclone serve s3``), an MLflow tracking server (SQLite) and,
 for browsing, ``airflow standalone``; each a background process with its state under one folder.
 
-``python -m site_tasks.stack up|down|status`` is what ``make up`` / ``make down`` run; the demo
+``python -m site_tasks.local.stack up|down|status`` is what ``make up`` / ``make down`` run; the demo
 starts the two servers the same way and stops what it started. In deployment these are MinIO or
 AWS S3, MLflow on PostgreSQL, and a real Airflow deployment.
 """
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -294,7 +294,7 @@ def status(stack: Stack) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m site_tasks.stack",
+        prog="python -m site_tasks.local.stack",
         description="Start or stop the local S3 server, MLflow server and airflow standalone. "
         "Ports: $FEDMAP_S3_PORT (9000), $FEDMAP_MLFLOW_PORT (5000), $FEDMAP_AIRFLOW_PORT (8080).",
     )

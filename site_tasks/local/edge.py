@@ -7,7 +7,7 @@ queue's tasks over HTTP from the API server (outbound only), with its own Airflo
 S3 key pair and its own data folder; it has no database access. Nothing but a site's worker runs
 that site's tasks, so nothing else reads its data.
 
-``python -m site_tasks.edge up --federation FILE`` starts it all for one federation file,
+``python -m site_tasks.local.edge up --federation FILE`` starts it all for one federation file,
 ``down`` stops it, ``status`` shows it. State lives under ``.state/federation/``.
 """
 
@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from site_tasks.plan import read_plan
-from site_tasks.stack import (
+from site_tasks.local.stack import (
     BIN,
     REPO,
     Stack,
@@ -40,6 +39,7 @@ from site_tasks.stack import (
     serve,
     stop,
 )
+from site_tasks.plan import read_plan
 
 EXECUTORS = "LocalExecutor,airflow.providers.edge3.executors.EdgeExecutor"
 CENTRE = ("postgres", "api-server", "scheduler", "dag-processor")
@@ -307,7 +307,7 @@ def example_federation(d: Deployment) -> Path:
     two rounds, quorum two, storage and MLflow through the deployment's connections."""
     import yaml
 
-    from site_tasks.demo import DATA, write_data
+    from site_tasks.local.demo import DATA, write_data
 
     if not (DATA / "site-03").exists():
         write_data(DATA, seed=0)
@@ -330,7 +330,7 @@ def example_federation(d: Deployment) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m site_tasks.edge",
+        prog="python -m site_tasks.local.edge",
         description="A multi-process federation on this machine: PostgreSQL, the Airflow API "
         "server, scheduler and DAG processor, an S3 server, and one edge worker per site.",
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from site_tasks.contracts import ValidationSummary, scoring_contract, validate_site
 from site_tasks.federation import FederationConfig
+from site_tasks.site.contracts import ValidationSummary, scoring_contract, validate_site
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")

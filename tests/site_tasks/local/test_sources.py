@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from site_tasks.sources import (
+from site_tasks.local.sources import (
     HEART_DISEASE_CENTRES,
     HEART_DISEASE_COLUMNS,
     TCGA_BRCA_SOURCE,
@@ -16,7 +16,7 @@ from site_tasks.sources import (
     tcga_brca_sites,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HEART = ROOT / "datasets" / "fed_heart_disease"
 TCGA = TCGA_BRCA_SOURCE
 needs_tcga = pytest.mark.skipif(

@@ -43,8 +43,8 @@ from fedmap.params import Params
 from fedmap.priors import PREFIX, prior_mean
 from fedmap.simulator import resolve_device
 from fedmap.tabular import TabularError, load_tabular_site
-from site_tasks.contracts import DataContractError, require_valid, validate_site
 from site_tasks.federation import FederationConfig
+from site_tasks.site.contracts import DataContractError, require_valid, validate_site
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")

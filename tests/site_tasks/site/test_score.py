@@ -30,7 +30,9 @@ from fedmap.data import (
 from fedmap.models import build_model, predict_proba
 from fedmap.params import Params
 from fedmap.tabular import TabularTask, read_features_only
-from site_tasks.contracts import (
+from site_tasks.centre.registry import Release
+from site_tasks.federation import FederationConfig, load_federation
+from site_tasks.site.contracts import (
     CONTRACTS,
     ROWS_RULE,
     SCORING_FILES,
@@ -40,9 +42,7 @@ from site_tasks.contracts import (
     scoring_contract,
     validate_site,
 )
-from site_tasks.federation import FederationConfig, load_federation
-from site_tasks.registry import Release
-from site_tasks.score import (
+from site_tasks.site.score import (
     MIN_REFERENCE_ROWS,
     ScoringSummary,
     output_folder,
@@ -481,9 +481,9 @@ def test_features_round_trip_and_errors_never_quote_a_cell(tmp_path: Path) -> No
 def test_a_heart_disease_site_can_score(
     make_federation: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from site_tasks.sources import heart_disease_sites
+    from site_tasks.local.sources import heart_disease_sites
 
-    heart = Path(__file__).resolve().parents[2] / "datasets" / "fed_heart_disease"
+    heart = Path(__file__).resolve().parents[3] / "datasets" / "fed_heart_disease"
     folders = heart_disease_sites(heart, tmp_path / "heart")
     scorer = folders[0]
     with (scorer / "train.csv").open(newline="") as f:
@@ -573,7 +573,7 @@ def test_a_heart_disease_site_scores_through_the_one_hot_recipe(
     """reference.csv and score.csv become the same 13 features (cp and restecg one-hot, slope, ca
     and thal dropped) as the training sites' rows, standardised on reference.csv."""
     from fedmap.tabular import read_tabular
-    from site_tasks.sources import heart_disease_sites
+    from site_tasks.local.sources import heart_disease_sites
     from tests.site_tasks.tabular_data import HEART_SOURCE, federation_task
 
     folders = {f.name: f for f in heart_disease_sites(HEART_SOURCE, tmp_path / "heart")}

@@ -31,16 +31,16 @@ from fedmap.metrics import PRIMARY_METRIC
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.priors import PREFIX, prior_mean
-from site_tasks.contracts import feature_columns
 from site_tasks.federation import FederationConfig
-from site_tasks.finalise import equity_summary, read_evaluations
+from site_tasks.site.contracts import feature_columns
+from site_tasks.site.finalise import equity_summary, read_evaluations
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
 CHAMPION, CHALLENGER = "champion", "challenger"
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "safetensors"]
 SERVED_MODEL = Path(__file__).with_name("served_model.py")
-FEDMAP_PACKAGE = Path(__file__).resolve().parents[1] / "fedmap"
+FEDMAP_PACKAGE = Path(__file__).resolve().parents[2] / "fedmap"
 PARAMS_FILE = "params.safetensors"
 
 

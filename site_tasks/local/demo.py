@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from site_tasks.stack import BIN, REPO, Stack, start_mlflow, start_s3, stop
+from site_tasks.local.stack import BIN, REPO, Stack, start_mlflow, start_s3, stop
 
 FEDERATION = "demo"
 TIERS = {
@@ -178,7 +178,7 @@ def summarise(stack: Stack, path: Path, run_id: str) -> dict[str, Any]:
 
     from site_tasks.federation import load_federation
     from site_tasks.rounds import run_name
-    from site_tasks.score import output_folder
+    from site_tasks.site.score import output_folder
     from site_tasks.storage import Keys, S3Store
 
     config = load_federation(path)
@@ -242,7 +242,7 @@ def table(summary: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m site_tasks.demo",
+        prog="python -m site_tasks.local.demo",
         description="Run the demo federation (14 synthetic hospitals, three tiers) through the "
         "local S3 server, MLflow and Airflow, then print a per-site table and a JSON summary.",
     )

@@ -28,7 +28,7 @@ HEART_DISEASE_COLUMNS = (
     *("age", "sex", "cp", "trestbps", "chol", "fbs", "restecg"),
     *("thalach", "exang", "oldpeak", "slope", "ca", "thal", "num"),
 )
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEART_DISEASE_SOURCE = REPO / "datasets" / "fed_heart_disease"
 TCGA_BRCA_SOURCE = Path(
     os.environ.get("FEDMAP_TCGA_BRCA", REPO.parent / "shared" / "data" / "fed_tcga_brca")
@@ -90,11 +90,11 @@ WRITERS = {"fed_heart_disease": heart_disease_sites, "fed_tcga_brca": tcga_brca_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m site_tasks.sources DATASET SOURCE OUT``: write one folder per site."""
+    """``python -m site_tasks.local.sources DATASET SOURCE OUT``: write one folder per site."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m site_tasks.sources",
+        prog="python -m site_tasks.local.sources",
         description="Write a shared real dataset as one folder per site (OUT/<site>/train.csv and "
         "val.csv) with FLamby's train/test split, the test split becoming val.csv.",
     )

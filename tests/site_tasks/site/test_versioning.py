@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from site_tasks.federation import StorageConfig
+from site_tasks.site.versioning import dvc_dir_hash
 from site_tasks.storage import S3Store
-from site_tasks.versioning import dvc_dir_hash
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 
 
@@ -98,7 +98,7 @@ def test_demo_data_is_pushed_to_s3_and_pulled_into_another_checkout(
 
 @pytest.mark.parametrize("name", ["dvc.yaml"])
 def test_every_demo_site_is_its_own_dvc_output(name: str) -> None:
-    from site_tasks.demo import TIERS
+    from site_tasks.local.demo import TIERS
 
     stage = yaml.safe_load((REPO / name).read_text())["stages"]["demo_data"]
     assert set(stage["outs"]) == {f"data/demo/{s}" for s in TIERS} | {"data/demo/truth"}

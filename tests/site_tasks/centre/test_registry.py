@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from site_tasks import server
+from site_tasks.centre import server
+from site_tasks.centre.registry import register
 from site_tasks.federation import load_federation
-from site_tasks.finalise import evaluate
-from site_tasks.registry import register
+from site_tasks.site.finalise import evaluate
+from site_tasks.site.train import train
+from site_tasks.site.validate import validate
 from site_tasks.storage import Keys, S3Store
-from site_tasks.train import train
-from site_tasks.validate import validate
 
 
 def test_register_runs_models_and_gate(
@@ -56,7 +56,7 @@ def test_register_runs_models_and_gate(
         name: hashlib.sha256((data / name).read_bytes()).hexdigest()
         for name in ("train.csv", "val.csv")
     }
-    from site_tasks.versioning import dvc_dir_hash
+    from site_tasks.site.versioning import dvc_dir_hash
 
     assert version.tags["data_version"] == dvc_dir_hash(data)
     prior_tags = client.get_model_version("fedmap-synthetic-label-skew-prior", "1").tags
@@ -100,7 +100,7 @@ def test_register_runs_models_and_gate(
 
     from fedmap.messages import decode_params
     from fedmap.models import build_model, predict_proba
-    from site_tasks.registry import released_prior
+    from site_tasks.centre.registry import released_prior
 
     final = decode_params(store.get(Keys.of(config).prior(3)[0]) or b"")
     reference = build_model("mlp", 30)

@@ -25,8 +25,8 @@ from fedmap.equity import Equity, equity, equity_markdown
 from fedmap.metrics import PRIMARY_METRIC
 from fedmap.priors import prior_mean
 from site_tasks.federation import FederationConfig
+from site_tasks.site.train import Prepared, fetch_prior, fit_site, keep_state, prepare, score_params
 from site_tasks.storage import Keys, ObjectStore
-from site_tasks.train import Prepared, fetch_prior, fit_site, keep_state, prepare, score_params
 
 log = logging.getLogger("site_tasks")
 

@@ -19,8 +19,8 @@ from fedmap.params import Params
 from fedmap.priors import prior_mean
 from fedmap.server import Candidate, RoundSummary, aggregate_round
 from site_tasks.federation import FederationConfig
+from site_tasks.site.train import fetch_prior, model_specs
 from site_tasks.storage import Keys, ObjectStore
-from site_tasks.train import fetch_prior, model_specs
 
 log = logging.getLogger("site_tasks")
 

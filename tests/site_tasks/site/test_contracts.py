@@ -19,7 +19,13 @@ import pytest
 
 from fedmap.data import write_site
 from fedmap.synthetic import generate
-from site_tasks.contracts import (
+from site_tasks.local.sources import (
+    HEART_DISEASE_CENTRES,
+    HEART_DISEASE_COLUMNS,
+    heart_disease_sites,
+    tcga_brca_sites,
+)
+from site_tasks.site.contracts import (
     CONTRACTS,
     RESULT_FORMAT,
     DataContractError,
@@ -30,17 +36,11 @@ from site_tasks.contracts import (
     scoring_contract,
     validate_site,
 )
-from site_tasks.sources import (
-    HEART_DISEASE_CENTRES,
-    HEART_DISEASE_COLUMNS,
-    heart_disease_sites,
-    tcga_brca_sites,
-)
-from site_tasks.versioning import dvc_dir_hash
+from site_tasks.site.versioning import dvc_dir_hash
 
-HEART = Path(__file__).resolve().parents[2] / "datasets" / "fed_heart_disease"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
+HEART = Path(__file__).resolve().parents[3] / "datasets" / "fed_heart_disease"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
+EXPECTATIONS = Path(__file__).resolve().parents[3] / "expectations"
 SITE = "site-01"
 TRAIN_ONLY = dataclasses.replace(CONTRACTS["synthetic"], files=("train.csv",))
 NUMBER_SENTINEL = "987654.321"
@@ -544,7 +544,7 @@ def test_every_committed_suite_is_a_contract() -> None:
 
 def test_importing_contracts_is_cheap() -> None:
     code = (
-        "import sys, site_tasks.contracts, site_tasks.sources; "
+        "import sys, site_tasks.site.contracts, site_tasks.local.sources; "
         "bad = {'great_expectations', 'pandas'} & set(sys.modules); "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

@@ -33,11 +33,11 @@ from fedmap.metrics import predict_output
 from fedmap.models import build_model
 from fedmap.priors import prior_mean
 from fedmap.tabular import read_features_only
-from site_tasks.contracts import DataContractError, require_valid
+from site_tasks.centre.registry import Release, model_columns, released_prior
 from site_tasks.federation import FederationConfig
-from site_tasks.registry import Release, model_columns, released_prior
+from site_tasks.site.contracts import DataContractError, require_valid
+from site_tasks.site.validate import validate
 from site_tasks.storage import Keys, ObjectStore
-from site_tasks.validate import validate
 
 log = logging.getLogger("site_tasks")
 MIN_REFERENCE_ROWS = 20

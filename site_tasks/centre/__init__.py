@@ -1,0 +1,1 @@
+"""What the coordinating centre runs: the first prior, aggregation, the registry and its gate."""

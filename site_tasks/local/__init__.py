@@ -1,0 +1,1 @@
+"""What runs on one machine for development: the local services, the demo, the edge deployment."""

@@ -55,7 +55,7 @@ down:
 # A real multi-process federation: PostgreSQL, Airflow API server + scheduler + DAG processor,
 # an S3 server, and one edge worker per site (FEDERATION=path/to/file.yaml, default: 3 demo sites).
 federation-up: install
-	$(PY) -m site_tasks.local.edge up $(if $(FEDERATION),--federation $(FEDERATION),)
+	$(PY) -m site_tasks.local.edge up $(if $(FEDERATION),--federation $(FEDERATION),) $(if $(WORKERS),--workers $(WORKERS),)
 
 federation-down:
 	test -x $(PY) && $(PY) -m site_tasks.local.edge down || true

@@ -27,12 +27,12 @@ from bench.flamby import FLAMBY, Reference
 from fedmap.comparison import ComparisonRun, compare, records, variants_of
 from fedmap.equity import equity, equity_markdown
 from fedmap.report import write_atomic
-from fedmap.spec import FederationSpec, load_spec
+from fedmap.schema import Federation, read_federation
 
 Records = Sequence[Mapping[str, Any]]
 
 
-def metric_of(spec: FederationSpec) -> str:
+def metric_of(spec: Federation) -> str:
     return "c_index" if spec.task.recipe.type == "survival" else "accuracy"
 
 
@@ -151,9 +151,7 @@ def plot(rows: Records, metric: str, sites: Sequence[str], path: Path, title: st
     tmp.replace(path)
 
 
-def page(
-    spec: FederationSpec, rows: Records, ref: Reference, seconds: float, seeds: list[int]
-) -> str:
+def page(spec: Federation, rows: Records, ref: Reference, seconds: float, seeds: list[int]) -> str:
     metric = metric_of(spec)
     sites = [s.name for s in spec.tier(1)]
     algo = spec.algorithm
@@ -208,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--seeds", help="comma-separated, overrides the config (a quick look)")
     args = parser.parse_args(argv)
-    spec = load_spec(args.federation)
+    spec = read_federation(args.federation)
     config = yaml.safe_load(args.config.read_text())["real"]
     own = config.get(spec.name, {})
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(config["seeds"])

@@ -1,38 +1,39 @@
-"""One Airflow DAG per federation file in ``federations/``: ``fedmap_<name>``.
+"""One Airflow DAG per federation file in ``federations/``: ``fedmap_<name>``. One DAG run is one
+federation run, and its size grows with the sites, never with the rounds.
 
-The graph of a run:
+The graph of a run (each site task is mapped over the sites and named by site in the UI):
 
-1. ``start``: the bucket, and the prior of round 1 (Algorithm 1: a random site's model).
-2. ``validate.<site>``: every site with data checks it against the federation's contract. A site
-   that fails is *skipped* for this run (the reason is in its log) and the others go on.
-3. ``round_<t>.train_<site>``: each tier-1 site reads its data with the federation's task recipe
-   (binary or survival) and runs the local MAP step under the round's prior (Gaussian, or a
-   learned diagonal or ICNN prior) on its own queue, with retries and exponential back-off.
-4. ``round_<t>.aggregate``: runs once every train task of the round has finished, whatever its
-   state; it checks each update, enforces the quorum (``min_sites``), and writes the next prior.
-   Below the quorum the round fails naming the missing sites. A learned prior's state travels
-   with the next prior's mean.
-5. ``finalise.evaluate_<site>``: each tier-1 site scores its own model, the final prior's mean and
-   a local-only model on its validation split (accuracy, balanced accuracy, ROC-AUC; or the
-   C-index for survival); ``finalise.finetune_<site>``: each tier-2 site fine-tunes the final prior
-   with the same local MAP objective, keeps it, and reports its scores. Only metrics leave.
-6. ``register``: one MLflow parent run per DAG run with a nested run per tier-1 site (metrics
-   per round), registered models ``fedmap-<name>-<site>`` and ``fedmap-<name>-prior`` (the prior's
-   mean), the equity summary (each site's gain over its local model, the worst-served site's
-   gain, the spread across sites: in the task log, ``equity.md`` and ``equity_*`` metrics on the
-   parent run, and the task's return value), and the gate: the new prior is ``champion`` unless
-   its mean validation score (accuracy, or C-index for survival) is more than
-   ``$FEDMAP_GATE_TOLERANCE`` below the champion's (then ``challenger``). Skipped when no MLflow
-   server is configured (``mlflow`` in the file, its connection, or ``$MLFLOW_TRACKING_URI``);
-   the equity summary is then only in its log.
+1. ``start``: the bucket, and the prior of round 1 (the champion, else Algorithm 1).
+2. ``validate [site]``: every site with data checks it against the federation's contract, once
+   per run, and records each file's SHA-256. A site that fails is *skipped* for this run (the
+   reason is in its log) and the others go on. Later steps only check those digests.
+3. ``train [site]`` (tier 1), one task per site for every round: a sensor in ``reschedule`` mode
+   whose every poke trains the site's next round as soon as its prior is committed (the local
+   MAP step under the round's prior), then gives its worker slot back. It runs on the site's
+   queue, with retries and exponential back-off; it stops with an error if the centre's
+   ``aggregate`` failed.
+4. ``aggregate``, one task for every round: a sensor at the centre whose every poke aggregates the
+   current round once each site still in the run has committed its update, checks each update,
+   enforces the quorum (``min_sites``) and writes the next prior. A site is out of the run when
+   its validation failed or its train task ended failed. Below the quorum it fails naming the
+   missing sites. Each round's decision is an XCom (``round_<t>``) and a line in its log; the
+   round summary (``round-<t>/summary.json``) names the accepted, rejected and missing sites.
+5. ``finalise [site]``: a tier-1 site scores its own model, the final prior's mean and a
+   local-only model on its validation split; a tier-2 site fine-tunes the final prior. Only
+   metrics leave.
+6. ``register``: MLflow parent and nested runs, registered models, the equity summary and the
+   champion gate (skipped without an MLflow server).
 7. ``release``: when the new prior became ``champion``, it updates the Asset
-   ``fedmap-<name>-prior-champion``, which schedules ``fedmap_<name>_inference``: every tier-3
-   site scores its ``score.csv`` with the champion (no training; only counts leave the site).
+   ``fedmap-<name>-prior-champion``, which schedules ``fedmap_<name>_inference``.
 
-Storage and MLflow settings the file leaves out come from the Airflow connections it names
-(``storage.connection``, ``mlflow.connection``), put into each task's environment.
+To resume a run whose ``aggregate`` failed, clear the run's failed tasks (the UI's "Clear, only
+failed"): every step reads its progress from storage and the sites' disks, so nothing is retrained.
 
-Task bodies are a few lines over ``site_tasks.rounds``; torch and friends load inside tasks only.
+Each mapped site task carries ``site_queues``, the queue of the site at each map index; the
+cluster policy (``infra/centre/airflow_local_settings.py``) routes every instance, retries
+included, to its site's queue. Storage and MLflow settings the file leaves out come from the
+Airflow connections it names, put into each task's environment. Task bodies are a few lines over
+``site_tasks.site.steps`` and ``site_tasks.centre.steps``; torch loads inside tasks only.
 """
 
 from __future__ import annotations
@@ -45,10 +46,14 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
+from airflow.sdk import Asset, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+)
 
-from site_tasks.plan import FederationPlan, PlanError, read_plan
+from fedmap.schema import ConfigError, Federation, read_federation
 
 FEDERATIONS = Path(
     os.environ.get("FEDMAP_FEDERATIONS_DIR", Path(__file__).resolve().parents[1] / "federations")
@@ -57,20 +62,35 @@ RETRIES = int(os.environ.get("FEDMAP_TRAIN_RETRIES", "2"))
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("FEDMAP_RETRY_DELAY_S", "30")))
 TRAIN_TIMEOUT = timedelta(minutes=float(os.environ.get("FEDMAP_TRAIN_TIMEOUT_MIN", "60")))
 GATE_TOLERANCE = float(os.environ.get("FEDMAP_GATE_TOLERANCE", "0.01"))
+POKE_S = float(os.environ.get("FEDMAP_POKE_INTERVAL_S", "0"))
+"""Seconds between two pokes of a site's waiting train task: 0 suits ``dags test`` and the
+LocalExecutor; on edge workers it must outlast a poke's wind-down (``make federation-up`` and
+``infra/`` set 10 s), or the worker's late "success" of one poke lands on the next poke's job
+and fails it (apache/airflow#71172, unfixed in 3.3.2)."""
+AGGREGATE_POKE_S = float(os.environ.get("FEDMAP_AGGREGATE_POKE_S", "0"))
+"""Seconds between two pokes of the centre's aggregate (it runs on the centre's executor, which
+the race above does not reach)."""
+WAIT_S = float(os.environ.get("FEDMAP_TRAIN_WAIT_S", "0"))
+"""How long one poke of a train task keeps polling for the next prior before it gives its
+worker slot back (0 in ``dags test``, which runs one task at a time)."""
+RUN_TIMEOUT = timedelta(hours=float(os.environ.get("FEDMAP_RUN_TIMEOUT_H", "72")))
+"""How long the rounds of one run may take in all (a sensor's ``timeout``)."""
+ENDED = frozenset({"failed", "upstream_failed", "skipped", "removed"})
+SITE_NAME = "{{ task.op_kwargs['site'] }}"
 
 
 def _run_id() -> str:
     return str(get_current_context()["run_id"])
 
 
-def _environment(plan: FederationPlan, site: bool) -> dict[str, str]:
+def _environment(fed: Federation, site: bool) -> dict[str, str]:
     """The federation's Airflow connections as the variables boto3 and MLflow read. A site's
     worker may lack the MLflow connection (tiers 1-2 never use it); the centre may not."""
     from airflow.sdk import Connection
 
     env: dict[str, str] = {}
-    if plan.storage_connection:
-        s3 = Connection.get(plan.storage_connection)
+    if fed.storage is not None and fed.storage.connection:
+        s3 = Connection.get(fed.storage.connection)
         extra = s3.extra_dejson
         for name, value in (
             ("AWS_ACCESS_KEY_ID", s3.login),
@@ -79,9 +99,9 @@ def _environment(plan: FederationPlan, site: bool) -> dict[str, str]:
         ):
             if value:
                 env[name] = str(value)
-    if plan.mlflow_connection:
+    if fed.mlflow.connection:
         try:
-            server = Connection.get(plan.mlflow_connection)
+            server = Connection.get(fed.mlflow.connection)
         except AirflowNotFoundException:
             if not site:
                 raise
@@ -95,10 +115,10 @@ def _environment(plan: FederationPlan, site: bool) -> dict[str, str]:
 
 
 @contextmanager
-def settings(plan: FederationPlan, site: bool = False) -> Iterator[None]:
+def settings(fed: Federation, site: bool = False) -> Iterator[None]:
     """Run a task body with the federation's connections in its environment, then restore it.
     ``site``: the task runs on a site's queue (validate, train, finalise, score)."""
-    env = _environment(plan, site)
+    env = _environment(fed, site)
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
@@ -111,145 +131,166 @@ def settings(plan: FederationPlan, site: bool = False) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def build(plan: FederationPlan) -> Any:
-    path = str(plan.path)
+def _states(task_id: str) -> dict[str, str]:
+    """This run's task states of task_id: ``{task_id: state}``, or ``{task_id_<i>: state}`` for
+    each map index i of a mapped task."""
+    context = get_current_context()
+    ti = context["ti"]
+    found = ti.get_task_states(dag_id=ti.dag_id, task_ids=[task_id], run_ids=[ti.run_id])
+    return {k: str(v) for k, v in found.get(ti.run_id, {}).items()}
+
+
+def build(fed: Federation) -> Any:
+    path = str(fed.path)
+    members = fed.tier(1, 2)
+    contributors = fed.tier(1)
 
     @dag(
-        dag_id=f"fedmap_{plan.name}",
-        schedule=plan.schedule,
+        dag_id=f"fedmap_{fed.name}",
+        schedule=fed.schedule,
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        tags=["fedmap", f"federation:{plan.name}"],
+        tags=["fedmap", f"federation:{fed.name}"],
         doc_md=__doc__,
         default_args={"retries": 0},
     )
     def federation() -> None:
         @task
         def start() -> str:
-            from site_tasks import rounds
+            from site_tasks.centre import steps
 
-            with settings(plan):
-                return rounds.start(Path(path), _run_id())
+            with settings(fed):
+                return steps.start(Path(path), _run_id())
 
-        begin = start()
-        validated = {}
-        with TaskGroup("validate"):
-            for site in plan.sites:
-                if site.tier == 3:
-                    continue
+        @task(map_index_template=SITE_NAME)
+        def validate(site: str, site_queues: list[str]) -> int:
+            from site_tasks.runs import SiteExcluded
+            from site_tasks.site import steps
 
-                @task(task_id=site.name, queue=site.queue)
-                def validate(name: str) -> int:
-                    from site_tasks import rounds
+            try:
+                with settings(fed, site=True):
+                    return steps.validate_site(Path(path), _run_id(), site)
+            except SiteExcluded as exc:
+                raise AirflowSkipException(f"{site} excluded from this run: {exc}") from exc
 
-                    try:
-                        with settings(plan, site=True):
-                            return rounds.validate_site(Path(path), _run_id(), name)
-                    except rounds.SiteExcluded as exc:
-                        raise AirflowSkipException(f"{name} excluded from this run: {exc}") from exc
+        @task.sensor(
+            mode="reschedule",
+            poke_interval=POKE_S,
+            timeout=RUN_TIMEOUT.total_seconds(),
+            map_index_template=SITE_NAME,
+            trigger_rule="all_done",
+            retries=RETRIES,
+            retry_delay=RETRY_DELAY,
+            retry_exponential_backoff=True,
+            execution_timeout=TRAIN_TIMEOUT,
+        )
+        def train(site: str, site_queues: list[str]) -> PokeReturnValue:
+            from site_tasks.runs import SiteExcluded
+            from site_tasks.site import steps
 
-                validated[site.name] = validate(site.name)
-                begin >> validated[site.name]
-
-        previous: Any = begin
-        for t in range(1, plan.rounds + 1):
-            with TaskGroup(f"round_{t}"):
-                trains = []
-                for contributor in plan.tier(1):
-
-                    @task(
-                        task_id=f"train_{contributor.name}",
-                        queue=contributor.queue,
-                        retries=RETRIES,
-                        retry_delay=RETRY_DELAY,
-                        retry_exponential_backoff=True,
-                        execution_timeout=TRAIN_TIMEOUT,
-                    )
-                    def train(name: str, round_: int) -> str:
-                        from site_tasks import rounds
-
-                        with settings(plan, site=True):
-                            return rounds.train_site(Path(path), _run_id(), name, round_)
-
-                    step = train(contributor.name, t)
-                    validated[contributor.name] >> step
-                    previous >> step
-                    trains.append(step)
-
-                @task(task_id="aggregate", trigger_rule="all_done")
-                def aggregate(round_: int) -> dict[str, float]:
-                    from site_tasks import rounds
-
-                    # A round whose prior never came (an earlier task failed) fails with
-                    # RoundNotReady naming that cause; it must fail, not skip, or the run's
-                    # leaves would end skipped and Airflow would call the run a success.
-                    with settings(plan):
-                        return rounds.aggregate(Path(path), _run_id(), round_)
-
-                done = aggregate(t)
-                trains >> done
-                previous = done
-
-        finals: list[Any] = []
-        with TaskGroup("finalise"):
-            for site in plan.sites:
-                if site.tier == 3:
-                    continue
-
-                @task(
-                    task_id=f"evaluate_{site.name}" if site.tier == 1 else f"finetune_{site.name}",
-                    queue=site.queue,
+            if _states("aggregate").get("aggregate") in ENDED:
+                raise AirflowFailException(
+                    f"{site}: the centre's aggregate failed, so no further prior will come; "
+                    "clear the run's failed tasks to resume"
                 )
-                def finalise(name: str, tier: int) -> float:
-                    from site_tasks import rounds
+            try:
+                with settings(fed, site=True):
+                    step = steps.train_step(Path(path), _run_id(), site, wait_s=WAIT_S)
+            except SiteExcluded as exc:
+                raise AirflowSkipException(f"{site} excluded from this run: {exc}") from exc
+            return PokeReturnValue(is_done=step.done, xcom_value=step.next_round - 1)
 
-                    with settings(plan, site=True):
-                        if tier == 1:
-                            return rounds.evaluate_site(Path(path), _run_id(), name)
-                        return rounds.finetune_site(Path(path), _run_id(), name)
+        @task.sensor(
+            mode="reschedule",
+            poke_interval=AGGREGATE_POKE_S,
+            timeout=RUN_TIMEOUT.total_seconds(),
+            trigger_rule="all_done",
+        )
+        def aggregate() -> PokeReturnValue:
+            from site_tasks.centre import steps
 
-                step = finalise(site.name, site.tier)
-                previous >> step
-                validated[site.name] >> step
-                finals.append(step)
+            # out of the run: a site whose validation did not succeed, or whose train task ended
+            trains, checks = _states("train"), _states("validate")
+            index = {s.name: i for i, s in enumerate(members)}
+            ended = {
+                s.name
+                for i, s in enumerate(contributors)
+                if trains.get(f"train_{i}") in ENDED
+                or checks.get(f"validate_{index[s.name]}") != "success"
+            }
+            with settings(fed):
+                step = steps.aggregate_step(Path(path), _run_id(), ended, read_validation=False)
+            if step.aggregated is not None:
+                get_current_context()["ti"].xcom_push(
+                    key=f"round_{step.aggregated}", value=step.as_dict()
+                )
+            elif not step.done:
+                print(f"round {step.round}: waiting for {', '.join(step.waiting_for)}")
+            return PokeReturnValue(is_done=step.done, xcom_value=step.as_dict())
+
+        @task(map_index_template=SITE_NAME)
+        def finalise(site: str, site_queues: list[str]) -> float:
+            from site_tasks.runs import SiteExcluded
+            from site_tasks.site import steps
+
+            try:
+                with settings(fed, site=True):
+                    return steps.finalise_site(Path(path), _run_id(), site)
+            except SiteExcluded as exc:
+                raise AirflowSkipException(f"{site} excluded from this run: {exc}") from exc
 
         # all_done: a site whose evaluation fails is left out, not allowed to block the release
         @task(trigger_rule="all_done")
         def register() -> dict[str, Any]:
             """Parent and nested MLflow runs, registered models, equity, and the champion gate."""
-            from site_tasks import rounds
+            from site_tasks.centre import steps
 
-            with settings(plan):
-                result = rounds.register_run(Path(path), _run_id(), GATE_TOLERANCE)
+            with settings(fed):
+                result = steps.register_run(Path(path), _run_id(), GATE_TOLERANCE)
             if result is None:
                 raise AirflowSkipException("no MLflow server configured: nothing registered")
             return result
 
-        @task(outlets=[champion_asset(plan)])
+        @task(outlets=[champion_asset(fed)])
         def release(result: dict[str, Any]) -> str:
             """Announce a new champion prior; the tier-3 inference DAG is scheduled on it."""
             if result.get("alias") != "champion":
                 raise AirflowSkipException(f"no new champion: {result.get('reason')}")
             return f"{result['model']}@champion is version {result['prior_version']}"
 
+        begin = start()
+        checked = validate.partial(site_queues=[s.queue for s in members]).expand(
+            site=[s.name for s in members]
+        )
+        trained = train.partial(site_queues=[s.queue for s in contributors]).expand(
+            site=[s.name for s in contributors]
+        )
+        rounds = aggregate()
+        final = finalise.partial(site_queues=[s.queue for s in members]).expand(
+            site=[s.name for s in members]
+        )
+        begin >> checked >> [trained, rounds]
+        rounds >> final
         registered = register()
-        finals >> registered
+        # register, not the trains, ends the run: a site whose training failed is tolerated by the
+        # quorum and must not fail the run as a leaf task
+        [final, trained] >> registered
         release(registered)  # type: ignore[arg-type]  # an XComArg resolves to the dict
 
     return federation()
 
 
-def champion_asset(plan: FederationPlan) -> Asset:
+def champion_asset(fed: Federation) -> Asset:
     """Updated whenever the federation's prior gets a new champion version."""
     return Asset(
-        name=f"fedmap-{plan.name}-prior-champion",
-        uri=f"mlflow-model://fedmap-{plan.name}-prior/champion",
+        name=f"fedmap-{fed.name}-prior-champion",
+        uri=f"mlflow-model://fedmap-{fed.name}-prior/champion",
         group="model",
     )
 
 
-INFERENCE_DOC = """Tier-3 inference for one federation: ``score.<site>`` for each tier-3 site.
+INFERENCE_DOC = """Tier-3 inference for one federation: ``score [site]`` for each tier-3 site.
 
 Runs when ``fedmap_<name>`` releases a new champion prior (the Asset
 ``fedmap-<name>-prior-champion``), or by hand. Each site validates ``reference.csv`` and
@@ -261,38 +302,35 @@ folder. No training; only counts leave the site. One site's failure does not sto
 """
 
 
-def build_inference(plan: FederationPlan) -> Any:
-    path = str(plan.path)
+def build_inference(fed: Federation) -> Any:
+    path = str(fed.path)
+    clinics = fed.tier(3)
 
     @dag(
-        dag_id=f"fedmap_{plan.name}_inference",
-        schedule=[champion_asset(plan)],
+        dag_id=f"fedmap_{fed.name}_inference",
+        schedule=[champion_asset(fed)],
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
-        tags=["fedmap", f"federation:{plan.name}", "tier-3"],
+        tags=["fedmap", f"federation:{fed.name}", "tier-3"],
         doc_md=INFERENCE_DOC,
         default_args={"retries": 0},
     )
     def inference() -> None:
-        with TaskGroup("score"):
-            for site in plan.tier(3):
+        @task(
+            map_index_template=SITE_NAME,
+            retries=RETRIES,
+            retry_delay=RETRY_DELAY,
+            retry_exponential_backoff=True,
+            execution_timeout=TRAIN_TIMEOUT,
+        )
+        def score(site: str, site_queues: list[str]) -> dict[str, int | str | None]:
+            from site_tasks.site import steps
 
-                @task(
-                    task_id=site.name,
-                    queue=site.queue,
-                    retries=RETRIES,
-                    retry_delay=RETRY_DELAY,
-                    retry_exponential_backoff=True,
-                    execution_timeout=TRAIN_TIMEOUT,
-                )
-                def score(name: str) -> dict[str, int | str | None]:
-                    from site_tasks import rounds
+            with settings(fed, site=True):
+                return steps.score_site(Path(path), _run_id(), site)
 
-                    with settings(plan, site=True):
-                        return rounds.score_site(Path(path), _run_id(), name)
-
-                score(site.name)
+        score.partial(site_queues=[s.queue for s in clinics]).expand(site=[s.name for s in clinics])
 
     return inference()
 
@@ -313,8 +351,6 @@ def broken(path: Path, error: str) -> Any:
     def invalid() -> None:
         @task
         def config_error() -> None:
-            from airflow.sdk.exceptions import AirflowFailException
-
             raise AirflowFailException(error)
 
         config_error()
@@ -324,10 +360,11 @@ def broken(path: Path, error: str) -> Any:
 
 for _file in sorted(FEDERATIONS.glob("*.yaml")):
     try:
-        _plan = read_plan(_file)
-    except PlanError as _error:
+        _fed = read_federation(_file)
+        _fed.require_storage()  # the DAG needs the bucket the centre and the sites share
+    except ConfigError as _error:
         globals()[f"fedmap_{_file.stem}"] = broken(_file, str(_error))
         continue
-    globals()[f"fedmap_{_plan.name}"] = build(_plan)
-    if _plan.tier(3):
-        globals()[f"fedmap_{_plan.name}_inference"] = build_inference(_plan)
+    globals()[f"fedmap_{_fed.name}"] = build(_fed)
+    if _fed.tier(3):
+        globals()[f"fedmap_{_fed.name}_inference"] = build_inference(_fed)

@@ -28,7 +28,7 @@ from fedmap.report import (
     write_atomic,
     write_results,
 )
-from fedmap.spec import PRIORS, load_spec
+from fedmap.schema import PRIORS, read_federation
 from fedmap.synthetic import SCENARIOS, generate
 
 
@@ -50,7 +50,7 @@ def _methods(text: str) -> list[str]:
 
 def simulate_federation(args: argparse.Namespace) -> int:
     """``fedmap simulate --federation FILE``: the file's tier-1 sites, in this process."""
-    spec = load_spec(args.federation)
+    spec = read_federation(args.federation)
     methods = args.methods if args.methods_given else ["fedmap", "individual"]
     seeds = args.seeds if args.seeds_given else [spec.algorithm.seed]
     if args.rounds is not None:

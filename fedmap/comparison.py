@@ -18,8 +18,8 @@ import torch
 from fedmap.algorithms import METHODS, build_algorithm
 from fedmap.config import ConfigError
 from fedmap.data import SiteData
+from fedmap.schema import Federation
 from fedmap.simulator import SimulationConfig, SimulationResult, resolve_device, simulate
-from fedmap.spec import FederationSpec
 from fedmap.tabular import load_tabular_site
 
 RECORD_KEYS = ("federation", "model", "method", "seed", "site")
@@ -65,14 +65,14 @@ class ComparisonRun:
     seed: int
 
 
-def options_for(spec: FederationSpec, variant: Variant) -> dict[str, Any]:
+def options_for(spec: Federation, variant: Variant) -> dict[str, Any]:
     """FedMAP takes the federation file's prior settings, overridden by the variant's."""
     if variant.method == "fedmap":
         return {**spec.algorithm.fedmap_options(), **variant.options}
     return dict(variant.options)
 
 
-def load_sites(spec: FederationSpec, device: torch.device | str = "cpu") -> list[SiteData]:
+def load_sites(spec: Federation, device: torch.device | str = "cpu") -> list[SiteData]:
     """The tier-1 sites' data with the file's recipe (tiers 2 and 3 run in the DAG only)."""
     members = spec.tier(1)
     if not members:
@@ -88,7 +88,7 @@ def load_sites(spec: FederationSpec, device: torch.device | str = "cpu") -> list
 
 
 def execute(
-    spec: FederationSpec,
+    spec: Federation,
     run: ComparisonRun,
     device: str = "cpu",
     on_round: Callable[[int], None] | None = None,
@@ -105,13 +105,13 @@ def execute(
     return replace(result, method=run.variant.name)
 
 
-def _single_thread(spec: FederationSpec, run: ComparisonRun, device: str) -> SimulationResult:
+def _single_thread(spec: Federation, run: ComparisonRun, device: str) -> SimulationResult:
     torch.set_num_threads(1)
     return execute(spec, run, device)
 
 
 def compare(
-    spec: FederationSpec,
+    spec: Federation,
     runs: Sequence[ComparisonRun],
     jobs: int = 1,
     device: str = "cpu",
@@ -136,7 +136,7 @@ def compare(
 
 
 def records(
-    spec: FederationSpec, results: Sequence[tuple[ComparisonRun, SimulationResult]]
+    spec: Federation, results: Sequence[tuple[ComparisonRun, SimulationResult]]
 ) -> list[dict[str, Any]]:
     """One record per (run, site): the site's validation metrics after the last round. Binary
     tasks carry accuracy, balanced_accuracy and roc_auc; survival tasks carry c_index."""

@@ -1,60 +1,23 @@
-"""Configuration: frozen dataclasses filled from one YAML mapping; an unknown key is an error."""
+"""Configuration: frozen dataclasses filled from one YAML mapping; an unknown key is an error.
+
+``ConfigError`` and ``from_mapping`` live in ``fedmap.schema`` (which reads federation files
+without torch) and are re-exported here.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from fedmap.algorithms import METHODS, build_algorithm
+from fedmap.schema import ConfigError as ConfigError
+from fedmap.schema import from_mapping as from_mapping
 from fedmap.simulator import SimulationConfig
 from fedmap.synthetic import SyntheticConfig
-
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration key or value that cannot be used; the message names its path."""
-
-
-def from_mapping(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T:
-    """Build dataclass cls from data, recursing into dataclass-typed fields.
-
-    Keys not declared on cls raise ConfigError naming ``path.key``; missing keys keep defaults.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        where = ", ".join(f"{path}.{k}" if path else k for k in unknown)
-        raise ConfigError(f"unknown config key(s): {where} (known: {', '.join(sorted(known))})")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        hint = hints[name]
-        sub = f"{path}.{name}" if path else name
-        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-            kwargs[name] = from_mapping(hint, value, sub)
-        elif typing.get_origin(hint) is tuple:
-            if not isinstance(value, list | tuple):
-                raise ConfigError(f"{sub}: expected a list, got {value!r}")
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path or '<root>'}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,17 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from fedmap.schema import TASKS as TASKS
+from fedmap.schema import Task as Task
+
 LABEL = "label"
 SPLITS = ("train", "val")
-
-Task = Literal["binary", "survival"]
-TASKS: tuple[Task, ...] = get_args(Task)
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ MLP with BatchNorm for FedBN. Every model outputs one logit per row and names it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-ModelName = Literal["logreg", "mlp", "mlp-bn"]
-MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+from fedmap.schema import MODEL_NAMES as MODEL_NAMES
+from fedmap.schema import ModelName as ModelName
+
 HIDDEN = (32, 16)
 
 

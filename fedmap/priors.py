@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args
 
 import torch
@@ -60,6 +60,17 @@ def tensor_state(state: Mapping[str, Tensor], tensor: str) -> dict[str, Tensor]:
     return {k.removeprefix(head): v for k, v in state.items() if k.startswith(head)}
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a family's fit needs of the sites' theta_k beyond their weighted mean mu, so that the
+    server can gather it one site at a time (``fedmap.aggregation.StreamingMean``)."""
+
+    moments: tuple[str, ...] = ()
+    """Tensors t whose weighted second moment sum_k w_k (theta_kt - mu_t)^2 the fit uses."""
+    entries: Mapping[str, Tensor] = field(default_factory=dict)
+    """Tensor -> the entry indices whose value at every site the fit looks at."""
+
+
 class Prior(Protocol):
     """A family of priors: its site-side penalty and normaliser, and its server-side fit.
 
@@ -82,6 +93,23 @@ class Prior(Protocol):
     ) -> Params:
         """The new state: argmin -sum_k w_k log rho(theta_k) given mean mu (eq. 3/9), warm-started
         from the previous state where the family needs it."""
+        ...
+
+    def needs(self, template: Params) -> Needs:
+        """What ``fit_spread`` needs of the theta_k, for models with template's entries."""
+        ...
+
+    def fit_spread(
+        self,
+        second: Mapping[str, Tensor],
+        sampled: Mapping[str, Tensor],
+        weights: Tensor,
+        mean: Params,
+        previous: Params,
+    ) -> Params:
+        """``fit`` from what ``needs`` names, gathered without holding the theta_k: second[t] the
+        weighted second moment of tensor t about mu (flat, float64), sampled[t] the theta_k at its
+        entries (one row per site, float64), weights the w_k in the rows' order."""
         ...
 
 
@@ -120,6 +148,18 @@ def weighted_second_moment(
     return total
 
 
+def spread(
+    thetas: Sequence[Params], weights: Tensor, mean: Params, needs: Needs
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(second, sampled) for ``Prior.fit_spread`` from every theta_k at once (the batch path)."""
+    second = {name: weighted_second_moment(thetas, weights, mean, name) for name in needs.moments}
+    sampled = {
+        name: torch.stack([t[name].detach().reshape(-1)[pick].to(torch.float64) for t in thetas])
+        for name, pick in needs.entries.items()
+    }
+    return second, sampled
+
+
 def sample_entries(numel: int, samples: int) -> Tensor:
     """At most ``samples`` entry indices out of numel, the same every call (a fixed random subset,
     so the fit is deterministic): all of them when numel <= samples."""
@@ -147,6 +187,19 @@ class GaussianPrior:
         self, thetas: Sequence[Params], weights: Tensor, mean: Params, previous: Params
     ) -> Params:
         """Nothing beyond the mean: sigma^2 is a hyper-parameter."""
+        return {}
+
+    def needs(self, template: Params) -> Needs:
+        return Needs()
+
+    def fit_spread(
+        self,
+        second: Mapping[str, Tensor],
+        sampled: Mapping[str, Tensor],
+        weights: Tensor,
+        mean: Params,
+        previous: Params,
+    ) -> Params:
         return {}
 
 
@@ -188,10 +241,26 @@ class DiagonalPrior:
     ) -> Params:
         """sigma_j^2 = max(sum_k w_k (theta_kj - mu_j)^2, min_variance): the omega-weighted MLE of
         the variance given mu (eq. 9 for this family, in closed form), floored."""
+        second, sampled = spread(thetas, weights, mean, self.needs(mean))
+        return self.fit_spread(second, sampled, weights, mean, previous)
+
+    def needs(self, template: Params) -> Needs:
+        """The weighted second moment of every learnable tensor: the variance streams (a running
+        weighted variance), O(model) memory whatever the number of sites."""
+        return Needs(tuple(_learnable(self.variances, template)))
+
+    def fit_spread(
+        self,
+        second: Mapping[str, Tensor],
+        sampled: Mapping[str, Tensor],
+        weights: Tensor,
+        mean: Params,
+        previous: Params,
+    ) -> Params:
+        """``fit``'s closed form from the second moments alone."""
         out: Params = {}
         for name in _learnable(self.variances, mean):
-            second = weighted_second_moment(thetas, weights, mean, name)
-            var = second.clamp_min(self.min_variance).reshape(mean[name].shape)
+            var = second[name].clamp_min(self.min_variance).reshape(mean[name].shape)
             out[state_key(name, "log_var")] = torch.log(var).to(mean[name].dtype)
         return out
 
@@ -248,16 +317,34 @@ class ICNNPrior:
         """Per tensor: s_t in closed form, then psi_t = argmin icnn.fit_loss on u = (theta - mu)/s_t
         (at most ``samples`` entries, the same ones for every site), warm-started from the
         previous round's psi_t."""
+        second, sampled = spread(thetas, weights, mean, self.needs(mean))
+        return self.fit_spread(second, sampled, weights, mean, previous)
+
+    def needs(self, template: Params) -> Needs:
+        """Per learnable tensor, its second moment (for s_t) and the ``samples`` entries the ICNN
+        is fitted to. The fit is an L-BFGS over those entries' deviations from mu at every site
+        at once, and mu is only known after the last site, so the server keeps each site's values
+        at those entries: O(sites x samples) numbers per tensor, not O(sites x model)."""
+        learnable = _learnable(self.variances, template)
+        entries = {n: sample_entries(template[n].numel(), self.samples) for n in learnable}
+        return Needs(tuple(learnable), entries)
+
+    def fit_spread(
+        self,
+        second: Mapping[str, Tensor],
+        sampled: Mapping[str, Tensor],
+        weights: Tensor,
+        mean: Params,
+        previous: Params,
+    ) -> Params:
+        """``fit`` from the second moments and the sampled entries."""
         out: Params = {}
         floor = self._scale_floor()
         for name in _learnable(self.variances, mean):
-            second = weighted_second_moment(thetas, weights, mean, name)
-            scale = max(math.sqrt(float(second.mean())), floor)
+            scale = max(math.sqrt(float(second[name].mean())), floor)
             pick = sample_entries(mean[name].numel(), self.samples)
             mu = mean[name].detach().reshape(-1)[pick].to(torch.float64)
-            dev = torch.stack(
-                [t[name].detach().reshape(-1)[pick].to(torch.float64) - mu for t in thetas]
-            )
+            dev = sampled[name] - mu
             own = tensor_state(previous, name)
             init = _raw(own) if _fits(own, self.width) else icnn.initial_raw(self.width)
             raw = icnn.fit(dev / scale, weights, self.alpha, init, self.steps)

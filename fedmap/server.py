@@ -1,15 +1,16 @@
 """The server's step of a deployed round: check every committed update, drop the bad ones with a
 reason, and aggregate the rest into the next prior (eq. 9) with their weights on record.
 
-Pure: it works on manifests and tensor bytes already fetched; reading and writing object storage
-is the caller's job (``site_tasks.aggregate``).
+Pure: it works on manifests and tensor bytes handed to it one upload at a time; reading and
+writing object storage is the caller's job (``site_tasks.centre.server.aggregate``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from fedmap.aggregation import StreamingMean
 from fedmap.algorithms.fedmap import FedMAP
 from fedmap.algorithms.protocol import SiteUpdate
 from fedmap.messages import Manifest, MessageError, TensorSpec, open_message
@@ -42,12 +43,28 @@ class RoundSummary:
     """Which worker ran each contributing site's training (from its manifest), when it said."""
 
 
+@dataclass(frozen=True)
+class _Counted:
+    """What the summary keeps of an accepted update once its tensors are folded in."""
+
+    log_omega: float
+    num_examples: int
+    metrics: dict[str, float]
+    worker: str
+
+
 class NoValidUpdates(RuntimeError):
     """Every update of the round was missing or rejected, so no prior can be formed."""
 
 
 def accept(candidate: Candidate, round_: int, expected: Mapping[str, TensorSpec]) -> SiteUpdate:
     """The SiteUpdate in candidate, or MessageError saying why it cannot be used."""
+    return _open(candidate, round_, expected)[0]
+
+
+def _open(
+    candidate: Candidate, round_: int, expected: Mapping[str, TensorSpec]
+) -> tuple[SiteUpdate, Manifest]:
     if candidate.manifest is None:
         raise MessageError("tensor file without a manifest (upload never committed)")
     if candidate.tensors is None:
@@ -58,7 +75,7 @@ def accept(candidate: Candidate, round_: int, expected: Mapping[str, TensorSpec]
             f"manifest names site {manifest.site!r}, stored under {candidate.site!r}"
         )
     params = open_message(manifest, candidate.tensors, "update", round_, expected)
-    return SiteUpdate(
+    update = SiteUpdate(
         manifest.site,
         manifest.round,
         params,
@@ -66,12 +83,13 @@ def accept(candidate: Candidate, round_: int, expected: Mapping[str, TensorSpec]
         manifest.log_omega,
         dict(manifest.metrics),
     )
+    return update, manifest
 
 
 def aggregate_round(
     method: FedMAP,
     round_: int,
-    candidates: Sequence[Candidate],
+    candidates: Iterable[Candidate],
     expected: Mapping[str, TensorSpec],
     members: Collection[str] | None = None,
     prior: Params | None = None,
@@ -85,40 +103,50 @@ def aggregate_round(
     ``members`` is given, an upload from any other name is rejected (nobody outside the federation
     may move the prior) and members that uploaded nothing are listed as missing.
 
-    Raises NoValidUpdates (with every site's reason) when none passes.
+    It streams: each candidate is checked, folded into ``method.stream`` and dropped before the
+    next is taken, so with a generator that reads each upload only when asked (as
+    ``site_tasks.centre.server.aggregate`` does) the server holds one update and O(model) running
+    sums at a time, however many sites there are. The prior does not depend on the order of the
+    candidates (to rounding; integer buffers come from the first accepted), and the summary lists
+    sites by name. Raises NoValidUpdates (with every site's reason) when none passes.
     """
-    accepted: list[SiteUpdate] = []
+    seen: set[str] = set()
     rejected: dict[str, str] = {}
-    for candidate in sorted(candidates, key=lambda c: c.site):
+    accepted: dict[str, _Counted] = {}
+    stream: StreamingMean | None = None
+    for candidate in candidates:
+        seen.add(candidate.site)
         if members is not None and candidate.site not in members:
             rejected[candidate.site] = "not a member of this federation"
             continue
         try:
-            accepted.append(accept(candidate, round_, expected))
+            update, manifest = _open(candidate, round_, expected)
         except MessageError as exc:
             rejected[candidate.site] = str(exc)
-    if not accepted:
+            continue
+        if stream is None:
+            stream = method.stream(update.params)
+        stream.add(update.site, update.params, update.log_omega, update.num_examples)
+        worker = str(manifest.extra.get("worker", ""))
+        accepted[update.site] = _Counted(
+            update.log_omega, update.num_examples, dict(update.metrics), worker
+        )
+    rejected = dict(sorted(rejected.items()))
+    if stream is None:
         detail = "; ".join(f"{s}: {r}" for s, r in rejected.items()) or "no uploads"
         raise NoValidUpdates(f"round {round_}: no valid update ({detail})")
-    weights = method.weights(accepted)
-    new_prior = method.aggregate(accepted, dict(prior or {}))
+    new_prior = method.aggregate_stream(stream, dict(prior or {}))
+    weights = stream.weights()
+    sites = sorted(accepted)
     summary = RoundSummary(
         round=round_,
-        contributed=tuple(u.site for u in accepted),
-        weights={u.site: float(w) for u, w in zip(accepted, weights.tolist(), strict=True)},
-        log_omega={u.site: u.log_omega for u in accepted},
-        num_examples={u.site: u.num_examples for u in accepted},
+        contributed=tuple(sites),
+        weights={s: weights[s] for s in sites},
+        log_omega={s: accepted[s].log_omega for s in sites},
+        num_examples={s: accepted[s].num_examples for s in sites},
         rejected=rejected,
-        metrics={u.site: dict(u.metrics) for u in accepted},
-        missing=tuple(sorted(set(members or ()) - {c.site for c in candidates})),
-        workers={u.site: w for u in accepted if (w := _worker(candidates, u.site))},
+        metrics={s: accepted[s].metrics for s in sites},
+        missing=tuple(sorted(set(members or ()) - seen)),
+        workers={s: accepted[s].worker for s in sites if accepted[s].worker},
     )
     return new_prior, summary
-
-
-def _worker(candidates: Sequence[Candidate], site: str) -> str:
-    """The ``worker`` an accepted update's manifest names (``extra.worker``), or ''."""
-    for c in candidates:
-        if c.site == site and c.manifest is not None:
-            return str(Manifest.from_json(c.manifest).extra.get("worker", ""))
-    return ""

@@ -1,10 +1,10 @@
 """Any tabular federation: how a site's own CSV rows become features and a target.
 
-A :class:`TabularTask` is the ``task`` section of a federation file. It names the target (a binary
-label, or the event and time columns of a survival task), the columns to drop, the categorical
-columns to one-hot encode with their levels, the tokens that mean "missing" and whether features
-are standardised. Each site applies it to its own ``train.csv`` and ``val.csv``; the statistics it
-fits never leave the site.
+A :class:`TabularTask` is the ``task`` section of a federation file (defined in ``fedmap.schema``,
+which reads that file without torch). It names the target (a binary label, or the event and time
+columns of a survival task), the columns to drop, the categorical columns to one-hot encode with
+their levels, the tokens that mean "missing" and whether features are standardised. Each site
+applies it to its own ``train.csv`` and ``val.csv``; the statistics it fits never leave the site.
 
 The recipe reproduces FLamby's preprocessing when given FLamby's settings (see
 ``federations/heart_disease.yaml`` and ``docs/byod.md``): drop columns, drop any row with a missing
@@ -18,74 +18,22 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from fedmap.data import TASKS, SiteData, Standardiser, Task
+from fedmap.data import SiteData, Standardiser
+from fedmap.schema import TabularTask as TabularTask
+from fedmap.schema import level_name
 
 SPLITS = ("train.csv", "val.csv")
 
 
 class TabularError(ValueError):
     """A site file that does not fit the task; the message names file, row, column and rule."""
-
-
-@dataclass(frozen=True)
-class TabularTask:
-    """The ``task`` section of a federation file (docs/byod.md)."""
-
-    type: Task = "binary"
-    target: str = "label"
-    """binary: the label column; survival: the event column (1 = event observed, 0 = censored)."""
-    time: str | None = None
-    """survival: the follow-up time column."""
-    positive_above: float | None = None
-    """binary: label = 1 when target > this value (FLamby's heart disease: num > 0). None: the
-    target must already be 0 or 1."""
-    drop: tuple[str, ...] = ()
-    categorical: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    """column -> its levels; one-hot encoded with the first level dropped."""
-    missing: tuple[str, ...] = ()
-    """Cell values read as missing, besides an empty cell. A row with a missing value in a kept
-    column is dropped (FLamby's ``dropna``) and counted."""
-    standardise: bool = True
-    """z = (x - mean) / std with the site's own training statistics (FLamby: heart yes, TCGA no)."""
-
-    def __post_init__(self) -> None:
-        if self.type not in TASKS:
-            raise ValueError(f"type must be one of {', '.join(TASKS)}, got {self.type!r}")
-        if self.type == "survival" and not self.time:
-            raise ValueError("a survival task needs time: the follow-up time column")
-        if self.type == "binary" and self.time is not None:
-            raise ValueError("time is only for survival tasks")
-        for column, levels in self.categorical.items():
-            if len(levels) < 2 or len(set(levels)) != len(levels):
-                raise ValueError(f"categorical.{column} needs at least two distinct levels")
-
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return (self.target,) if self.time is None else (self.target, self.time)
-
-    def feature_columns(self, header: Sequence[str]) -> list[str]:
-        """The model's inputs, in order: the kept numeric columns, then each categorical column's
-        indicators ``<column>_<level>`` for every level but the first (get_dummies' order)."""
-        skipped = {*self.drop, *self.targets, *self.categorical}
-        numeric = [c for c in header if c not in skipped]
-        dummies = [
-            f"{c}_{_level_name(v)}"
-            for c in header
-            if c in self.categorical
-            for v in self.categorical[c][1:]
-        ]
-        return numeric + dummies
-
-
-def _level_name(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 @dataclass(frozen=True)
@@ -153,7 +101,7 @@ def _features(
             continue
         levels = task.categorical[column]
         if values[column] not in levels:
-            allowed = ", ".join(_level_name(v) for v in levels)
+            allowed = ", ".join(level_name(v) for v in levels)
             raise TabularError(
                 f"{path}: row {row}, column {column!r}: not one of the levels {allowed}"
             )

@@ -15,10 +15,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from fedmap.aggregation import (
     WEIGHTINGS,
+    StreamingMean,
     Weighting,
     omega_weights,
     sample_weights,
@@ -172,6 +174,29 @@ class FedMAP:
             return mean
         rho = self.family(self.variances(thetas[0]))
         return {**mean, **rho.fit(thetas, weights, mean, split_prior(prior)[1])}
+
+    def stream(self, template: Params) -> StreamingMean:
+        """An accumulator for ``aggregate`` that takes the updates one at a time (``add``), in
+        O(model) memory: it gathers mu and what the prior's fit needs (``Prior.needs``).
+
+        template is the first update's parameters, in the order ``aggregate`` needs of them.
+        """
+        needs = self.family(self.variances(template)).needs(template)
+        return StreamingMean(self.weighting, needs.moments, needs.entries)
+
+    def aggregate_stream(self, stream: StreamingMean, prior: Params) -> Params:
+        """``aggregate`` of the updates added to stream (one made by ``stream``): the same prior,
+        to rounding, in any order of the updates."""
+        done = stream.result()
+        if self.prior == "gaussian":
+            return done.mean
+        rho = self.family(self.variances(done.mean))  # mean keeps the first update's key order
+        weights = torch.tensor(list(done.weights.values()), dtype=torch.float64)
+        state = split_prior(prior)[1]
+        return {
+            **done.mean,
+            **rho.fit_spread(done.second, done.sampled, weights, done.mean, state),
+        }
 
     def finalise(self, site: SiteContext, prior: Params, personal: Params) -> Params:
         return personal

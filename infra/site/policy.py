@@ -26,7 +26,7 @@ from typing import Any
 
 TEMPLATE = Path(__file__).with_name("minio-site-policy.json")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-"""The names of site_tasks.plan (federation, site): never an IAM wildcard (* ?), '/' or '$'."""
+"""fedmap.schema.NAME (federation, site names): never an IAM wildcard (* ?), '/' or '$'."""
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 """S3 bucket names: 3-63 lower-case letters, digits, '.' and '-'."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict
 
 from fedmap.initialisation import initialise
@@ -66,23 +67,28 @@ def init(
     return manifest
 
 
-def collect(config: FederationConfig, store: ObjectStore, round_: int) -> list[Candidate]:
-    """Every site's upload for the round, pairing tensor files with manifests by site name."""
-    keys = Keys.of(config)
+def uploads(store: ObjectStore, keys: Keys, round_: int) -> Iterator[Candidate]:
+    """Every site's upload for the round, in site order, pairing tensor files with manifests by
+    site name. Lazy: the listing is read first (keys only), then each site's two objects are
+    fetched only when the next candidate is asked for, so a consumer that drops each one before
+    taking the next holds one upload at a time."""
     found: dict[str, dict[str, str]] = {}
     for key in store.list(keys.updates(round_)):
         name = key.removeprefix(keys.updates(round_))
         site, _, ext = name.rpartition(".")
         if ext in ("json", "safetensors") and "/" not in site:
             found.setdefault(site, {})[ext] = key
-    return [
-        Candidate(
+    for site, parts in sorted(found.items()):
+        yield Candidate(
             site,
             store.get(parts["json"]) if "json" in parts else None,
             store.get(parts["safetensors"]) if "safetensors" in parts else None,
         )
-        for site, parts in sorted(found.items())
-    ]
+
+
+def collect(config: FederationConfig, store: ObjectStore, round_: int) -> list[Candidate]:
+    """Every site's upload for the round at once (``uploads``, held in memory: tests, tools)."""
+    return list(uploads(store, Keys.of(config), round_))
 
 
 class QuorumNotMet(RuntimeError):
@@ -98,7 +104,10 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
 
     The summary records every site that contributed with its weight w_k, every rejected site with
     the reason (uploads from outside the federation's tier-1 sites included), the members that sent
-    nothing, and the metrics the sites reported. Below the quorum (min_sites) only the summary is
+    nothing, and the metrics the sites reported. The updates stream (``uploads`` into
+    ``fedmap.server.aggregate_round``): memory is O(model), not O(sites x model), for the
+    Gaussian and diagonal priors; the ICNN prior also keeps its ``icnn_samples`` entries per
+    tensor of every site (``ICNNPrior.needs``). Below the quorum (min_sites) only the summary is
     written and QuorumNotMet names the missing sites; NoValidUpdates when nothing passes at all.
     Re-running a round rewrites identical bytes; if the committed next prior differs (an update
     arrived late), PriorConflict is raised instead of replacing a prior sites may be using.
@@ -107,9 +116,9 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
     prior_manifest, prior = fetch_prior(config, store, round_)
     members = [name for name, site in config.sites.items() if site.tier == 1]
     expected = model_specs(prior_manifest.tensors)  # an update is a model: mu's keys, no state
-    candidates = collect(config, store, round_)
+    # one update in memory at a time: read, checked, folded into the running sums, dropped
     new_prior, summary = aggregate_round(
-        config.method, round_, candidates, expected, members, prior
+        config.method, round_, uploads(store, keys, round_), expected, members, prior
     )
     for site, reason in summary.rejected.items():
         log.warning("round %d: rejected %s: %s", round_, site, reason)

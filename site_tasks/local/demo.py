@@ -134,11 +134,13 @@ def airflow(stack: Stack, args: Sequence[str]) -> None:
 
 
 def dags_test(stack: Stack, dag_id: str, log: Path) -> tuple[str, str]:
-    """``airflow dags test dag_id``, its log to a file and one progress line per finished task;
+    """``airflow dags test dag_id``, its log to a file and one progress line per finished task
+    and per aggregated round (a train or aggregate poke that only waited prints nothing);
     returns (run id, final state)."""
     env = {**os.environ, **stack.environment()}
     log.parent.mkdir(parents=True, exist_ok=True)
     count, state, run = 0, "?", ("", "unknown")
+    started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(
             [str(BIN / "airflow"), "dags", "test", dag_id],
@@ -155,9 +157,16 @@ def dags_test(stack: Stack, dag_id: str, log: Path) -> tuple[str, str]:
             if "new_state" in fields:
                 state = fields["new_state"]
             elif "[DAG TEST] end task" in line:
-                count += 1
-                print(f"  [{count:3d}] {fields.get('task_id', '?'):32s} {state}", flush=True)
+                if state not in ("up_for_reschedule", "?"):
+                    count += 1
+                    task = fields.get("task_id", "?")
+                    index = fields.get("map_index", "-1")
+                    name = task if index == "-1" else f"{task} #{index}"
+                    print(f"  [{count:3d}] {name:32s} {state}", flush=True)
                 state = "?"
+            elif " aggregated: " in line and "round " in line:
+                said = line[line.index("round ") :].split(" [")[0].strip()
+                print(f"  {time.monotonic() - started:6.1f} s  {said}", flush=True)
             elif "DagRun Finished" in line:
                 run = (fields.get("run_id", ""), fields.get("state", "unknown"))
         code = proc.wait()
@@ -177,7 +186,7 @@ def summarise(stack: Stack, path: Path, run_id: str) -> dict[str, Any]:
     import mlflow
 
     from site_tasks.federation import load_federation
-    from site_tasks.rounds import run_name
+    from site_tasks.runs import run_name
     from site_tasks.site.score import output_folder
     from site_tasks.storage import Keys, S3Store
 

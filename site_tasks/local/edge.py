@@ -2,13 +2,18 @@
 
 The coordinating centre is an Airflow deployment on PostgreSQL (from the ``pgserver`` wheel):
 API server, scheduler and DAG processor. Server tasks (start, aggregate, register) run on the
-LocalExecutor. Every site is an Airflow **edge worker**, a separate process that pulls its own
-queue's tasks over HTTP from the API server (outbound only), with its own Airflow home, its own
-S3 key pair and its own data folder; it has no database access. Nothing but a site's worker runs
-that site's tasks, so nothing else reads its data.
+LocalExecutor. Every site is served by an Airflow **edge worker**, a separate process that pulls
+its queue's tasks over HTTP from the API server (outbound only), with its own Airflow home and its
+own S3 key pair; it has no database access. Nothing but a site's worker runs that site's tasks,
+so nothing else reads its data.
+
+By default each site gets its own worker, as each hospital would. ``--workers K`` spreads the
+sites' queues over K workers instead (edge3's ``--queues a,b,c``), so that one machine can stand in
+for a federation of a hundred sites or more; ``--slots N`` bounds how many site tasks run at once.
+docs/deploy.md ("Many sites") explains each setting.
 
 ``python -m site_tasks.local.edge up --federation FILE`` starts it all for one federation file,
-``down`` stops it, ``status`` shows it. State lives under ``.state/federation/``.
+``down`` stops it. State lives under ``.state/federation/``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedmap.schema import read_federation
 from site_tasks.local.stack import (
     BIN,
     REPO,
@@ -39,12 +45,90 @@ from site_tasks.local.stack import (
     serve,
     stop,
 )
-from site_tasks.plan import read_plan
 
 EXECUTORS = "LocalExecutor,airflow.providers.edge3.executors.EdgeExecutor"
 CENTRE = ("postgres", "api-server", "scheduler", "dag-processor")
 POLICY = REPO / "infra" / "centre" / "airflow_local_settings.py"
 """The same cluster policy a real deployment installs (infra/centre)."""
+CENTRE_SLOTS = 2
+"""Executor slots beyond the sites' for the centre's own tasks (start, aggregate, register)."""
+QUEUES_FIELD = 256
+"""edge3 keeps a worker's queues as ``str(list)`` in a 256-character column (``edge_worker``)."""
+MAP_LENGTH = 1024
+"""Airflow's ``[core] max_map_length``, raised to the number of sites when there are more."""
+POKE_S = "10"
+"""``FEDMAP_POKE_INTERVAL_S``: seconds between two pokes of ``train``. The DAG's
+default, 0, suits only ``airflow dags test``. On the edge workers it must outlast the tail of the
+previous poke: edge3 keys a job by its task instance and try, which every poke of a
+``reschedule`` sensor shares, so a poke re-queued before the worker has reported the previous one
+done gets that report ("success" for a running task), and the scheduler fails it. The tail was
+5 s on 2 loaded cores (the task process's exit, then the worker's next loop)."""
+TRAIN_WAIT_S = "30"
+"""``FEDMAP_TRAIN_WAIT_S``: how long one ``train`` poke polls for the next prior before it gives
+its worker slot back, so a site waiting on the centre costs one task start per 40 s, and one
+trained round costs one poke interval at most."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One edge worker process: its name ($FEDMAP_WORKER and ``--edge-hostname``, so the round
+    summaries and Airflow's task host both show it) and the queues it serves."""
+
+    name: str
+    queues: tuple[str, ...]
+
+    @property
+    def argv(self) -> list[str]:
+        return ["--queues", ",".join(self.queues), "--edge-hostname", self.name]
+
+
+def spread(sites: Sequence[tuple[str, str]], workers: int | None) -> list[Worker]:
+    """The edge workers for (site, queue) pairs: one per site, named after it, when workers is
+    None or covers every site; otherwise the distinct queues dealt round-robin to ``edge-1`` ...
+    ``edge-K`` (consecutive map indexes land on different workers, and the scheduler queues
+    mapped instances in map-index order)."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    if workers is None or workers >= len(sites):
+        return [Worker(site, (queue,)) for site, queue in sites]
+    queues = list(dict.fromkeys(queue for _, queue in sites))
+    k = min(workers, len(queues))
+    if not _fits(queues, k):
+        least = next(n for n in range(k, len(queues) + 1) if _fits(queues, n))
+        raise ValueError(
+            f"{k} workers cannot serve {len(queues)} queues: edge3 stores a worker's queues in "
+            f"{QUEUES_FIELD} characters; use at least {least} workers"
+        )
+    width = len(str(k))
+    return [Worker(f"edge-{i + 1:0{width}d}", tuple(queues[i::k])) for i in range(k)]
+
+
+def _fits(queues: Sequence[str], k: int) -> bool:
+    return all(len(str(list(queues[i::k]))) <= QUEUES_FIELD for i in range(k))
+
+
+def default_slots(sites: int) -> int:
+    """Site tasks at once: every site, up to two per core (the tasks are CPU-bound: more would
+    only share the cores and add a process of about 0.3 GiB each)."""
+    return max(1, min(sites, 2 * (os.cpu_count() or 1)))
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How many sites the centre serves and how many of their tasks run at once."""
+
+    sites: int
+    slots: int
+
+    def centre_env(self) -> dict[str, str]:
+        """The scheduler, DAG processor and API server settings that follow from the scale."""
+        parallelism = str(self.slots + CENTRE_SLOTS)
+        return {
+            "AIRFLOW__CORE__PARALLELISM": parallelism,
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": parallelism,
+            "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "0",
+            "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(MAP_LENGTH, self.sites)),
+        }
 
 
 @dataclass(frozen=True)
@@ -111,6 +195,11 @@ class Deployment:
             "FEDMAP_FEDERATIONS_DIR": str(self.state / "federations"),
             "AIRFLOW__EDGE__HEARTBEAT_INTERVAL": "5",
             "AIRFLOW__EDGE__JOB_POLL_INTERVAL": "1",
+            # the DAG's sensors: the DAG processor reads the poke interval, a worker the wait
+            "FEDMAP_POKE_INTERVAL_S": os.environ.get("FEDMAP_POKE_INTERVAL_S", POKE_S),
+            "FEDMAP_TRAIN_WAIT_S": os.environ.get("FEDMAP_TRAIN_WAIT_S", TRAIN_WAIT_S),
+            # aggregate runs at the centre (LocalExecutor), which the race above does not reach
+            "FEDMAP_AGGREGATE_POKE_S": os.environ.get("FEDMAP_AGGREGATE_POKE_S", "2"),
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "XDG_CACHE_HOME": str(self.state / "cache"),
             "XDG_CONFIG_HOME": str(self.state / "config"),
@@ -122,7 +211,8 @@ class Deployment:
         extra = {"endpoint_url": f"http://127.0.0.1:{self.s3_port}"}
         return json.dumps({"conn_type": "aws", "login": access, "password": secret, "extra": extra})
 
-    def centre_env(self) -> dict[str, str]:
+    def centre_env(self, scale: Scale | None = None) -> dict[str, str]:
+        """The centre's processes; with the federation's scale for the long-running services."""
         keys = self.secrets()
         return {
             **self.common(),
@@ -144,17 +234,20 @@ class Deployment:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_port),
             "AIRFLOW_CONN_FEDMAP_S3": self.s3_connection("centre"),
             "FEDMAP_WORKER": "centre",
+            **(scale.centre_env() if scale else {}),
         }
 
-    def worker_env(self, site: str) -> dict[str, str]:
-        """A site's worker: its own home and S3 key, the API URL and JWT secret, and no database
-        (the URL points nowhere, so any attempt to reach the centre's DB fails loudly)."""
+    def worker_env(self, worker: str) -> dict[str, str]:
+        """A worker: its own home and S3 key, the API URL and JWT secret, and no database (the
+        URL points nowhere, so any attempt to reach the centre's DB fails loudly). A worker that
+        serves several sites holds one key for all of them: a load test on one machine, never a
+        consortium, where every hospital runs its own worker."""
         return {
             **self.common(),
-            "AIRFLOW_HOME": str(self.state / "workers" / site),
+            "AIRFLOW_HOME": str(self.state / "workers" / worker),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://nobody@127.0.0.1:1/none",
-            "AIRFLOW_CONN_FEDMAP_S3": self.s3_connection(site),
-            "FEDMAP_WORKER": site,
+            "AIRFLOW_CONN_FEDMAP_S3": self.s3_connection(worker),
+            "FEDMAP_WORKER": worker,
         }
 
 
@@ -211,11 +304,11 @@ def start_postgres(d: Deployment) -> None:
         subprocess.run([*psql, "create database airflow"], check=True, capture_output=True)
 
 
-def start_s3(d: Deployment, sites: Sequence[str]) -> None:
-    """One S3 server with a key pair for the centre and one per site."""
+def start_s3(d: Deployment, workers: Sequence[str]) -> None:
+    """One S3 server with a key pair for the centre and one per worker."""
     data = d.state / "s3"
     argv = [str(BIN / "rclone"), "serve", "s3", str(data), "--addr", f"127.0.0.1:{d.s3_port}"]
-    for who in ("centre", *sites):
+    for who in ("centre", *workers):
         argv += ["--auth-key", ",".join(d.s3_key(who))]
     argv += ["--config", "/dev/null"]
     serve(d.stack, "s3", "S3 server", argv, lambda: accepts(d.s3_port), 20, env={})
@@ -228,10 +321,14 @@ def _spawn_env(d: Deployment, name: str, argv: Sequence[str], env: dict[str, str
         _spawn(d.stack, name, argv, d.state, env)
 
 
-def up(federation: Path, d: Deployment) -> list[str]:
-    """Start the centre and one edge worker per tier-1/2/3 site of the federation; return sites."""
-    plan = read_plan(federation)
-    sites = [s.name for s in plan.sites]
+def up(
+    federation: Path, d: Deployment, workers: int | None = None, slots: int | None = None
+) -> list[Worker]:
+    """Start the centre and the edge workers of the federation's sites (one per site, or the
+    sites' queues spread over ``workers``); return the workers."""
+    plan = read_federation(federation)
+    pool = spread([(s.name, s.queue) for s in plan.sites], workers)
+    scale = Scale(len(plan.sites), slots or default_slots(len(plan.sites)))
     central = [s.name for s in plan.sites if s.queue == "default"]
     if central:
         raise ValueError(
@@ -243,9 +340,9 @@ def up(federation: Path, d: Deployment) -> list[str]:
     shutil.copy(POLICY, d.state / "centre" / "config" / "airflow_local_settings.py")
     (d.state / "federations").mkdir(parents=True, exist_ok=True)
     (d.state / "federations" / f"{plan.name}.yaml").write_text(absolute(federation))
-    start_s3(d, sites)
+    start_s3(d, [w.name for w in pool])
     start_postgres(d)
-    env = {**os.environ, **d.centre_env()}
+    env = {**os.environ, **d.centre_env(scale)}
     subprocess.run(
         [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True
     )
@@ -254,16 +351,16 @@ def up(federation: Path, d: Deployment) -> list[str]:
         ("scheduler", ["scheduler"]),
         ("dag-processor", ["dag-processor"]),
     ):
-        _spawn_env(d, name, [str(BIN / "airflow"), *argv], d.centre_env())
+        _spawn_env(d, name, [str(BIN / "airflow"), *argv], d.centre_env(scale))
     _wait(
         "Airflow API server",
         lambda: healthy(f"{d.api_url}/api/v2/monitor/health"),
         120,
         d.state / "logs" / "api-server.log",
     )
-    for site in plan.sites:
-        start_worker(d, site.name, site.queue)
-    return sites
+    for worker in pool:
+        start_worker(d, worker, scale.slots)
+    return pool
 
 
 def absolute(federation: Path) -> str:
@@ -286,11 +383,14 @@ def absolute(federation: Path) -> str:
     return str(yaml.safe_dump(body, sort_keys=False))
 
 
-def start_worker(d: Deployment, site: str, queue: str) -> None:
-    home = d.state / "workers" / site
-    home.mkdir(parents=True, exist_ok=True)
-    argv = [str(BIN / "airflow"), "edge", "worker", "--queues", queue, "--edge-hostname", site]
-    _spawn_env(d, f"worker-{site}", argv, d.worker_env(site))
+def start_worker(d: Deployment, worker: Worker, concurrency: int) -> None:
+    """Start one edge worker (unless it runs already). Its concurrency is the machine's whole
+    budget of site tasks: the scheduler's parallelism bounds the total, so a job a worker receives
+    starts at its next poll, wherever the busy sites sit, and never waits into the queued
+    timeout."""
+    (d.state / "workers" / worker.name).mkdir(parents=True, exist_ok=True)
+    argv = [str(BIN / "airflow"), "edge", "worker", *worker.argv, "--concurrency", str(concurrency)]
+    _spawn_env(d, f"worker-{worker.name}", argv, d.worker_env(worker.name))
 
 
 def down(d: Deployment) -> list[str]:
@@ -328,11 +428,16 @@ def example_federation(d: Deployment) -> Path:
     return path
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m site_tasks.local.edge",
         description="A multi-process federation on this machine: PostgreSQL, the Airflow API "
-        "server, scheduler and DAG processor, an S3 server, and one edge worker per site.",
+        "server, scheduler and DAG processor, an S3 server, and edge workers for the sites.",
     )
     parser.add_argument("command", choices=("up", "down"))
     parser.add_argument(
@@ -343,14 +448,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--state", type=Path, default=REPO / ".state" / "federation", help="the state folder"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int("FEDMAP_FED_WORKERS"),
+        help="spread the sites' queues over this many edge workers (default: one per site)",
+    )
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=_env_int("FEDMAP_FED_SLOTS"),
+        help="site tasks running at once (default: every site, at most two per core)",
+    )
     args = parser.parse_args(argv)
     d = Deployment(args.state.resolve())
     if args.command == "up":
         began = time.monotonic()
         federation = args.federation.resolve() if args.federation else example_federation(d)
-        sites = up(federation, d)
+        pool = up(federation, d, args.workers, args.slots)
         print(f"centre: {d.api_url} (Airflow UI and edge API), PostgreSQL :{d.pg_port}")
-        print(f"workers: {', '.join(sites)} (one process each; logs in {d.state / 'logs'})")
+        for worker in pool:
+            print(f"worker {worker.name}: queues {', '.join(worker.queues)}")
+        print(f"{len(pool)} worker processes; logs in {d.state / 'logs'}")
         print(f"up in {time.monotonic() - began:.0f} s; stop with: make federation-down")
         print(
             f"run it: open {d.api_url}, unpause fedmap_<name> and trigger it (new DAGs start "

@@ -12,12 +12,13 @@ are never read. Error messages are built from those counts, the file name, the c
 suite's own parameters. A column name read from the file is quoted only when the first line looks
 like a header (it names at least one contract column); otherwise it could be a row's values.
 
-Great Expectations (3 s to import) and pandas are imported inside the functions that use them.
+Great Expectations (3 s to import) and pandas are imported inside the functions that use them,
+so importing this module costs neither: a site's train task imports it for
+:class:`DataContractError` and never loads GX (it checks digests, ``site_tasks.site.digests``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -28,7 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from site_tasks.site.versioning import dvc_dir_hash
+from site_tasks.site.versioning import dvc_dir_hash, file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,7 +119,9 @@ class ValidationSummary:
     results: tuple[ExpectationResult, ...]
     errors: tuple[str, ...]
     sha256: Mapping[str, str] = field(default_factory=dict)
-    """A SHA-256 per file, so a registered model names the data it saw."""
+    """A SHA-256 per file that exists, so a registered model names the data it saw and later
+    tasks of the run can tell the files are the ones validated (``site_tasks.site.digests``).
+    A digest of a whole file reveals no row."""
     data_version: str = ""
     """The DVC hash of the site's folder (``<md5>.dir``, as in dvc.lock or a .dvc file)."""
 
@@ -270,7 +273,7 @@ def validate_site(site: str, folder: Path, contract: str | Contract) -> Validati
     digests: dict[str, str] = {}
     for name in spec.files:
         if (folder / name).is_file():
-            digests[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            digests[name] = file_sha256(folder / name)
         checked = _check_file(site, folder / name, spec, rules)
         if checked.rows is not None:
             rows[name] = checked.rows

@@ -11,7 +11,8 @@ patients happen to be in the same file.
 The predictions stay at the site, in its output folder, in a file named after the model and
 version (``predictions_<model>_v<version>.csv``), each row stamped with both: p(y = 1) and the
 0/1 prediction for a binary task, the risk score (log relative risk) for a survival task. What
-leaves the site: the validation summary and a scoring summary, counts only.
+leaves the site: the validation summary and a scoring summary, counts only. The site's validate
+task of the run checks both files against the contract first; scoring checks their digests.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from fedmap.priors import prior_mean
 from fedmap.tabular import read_features_only
 from site_tasks.centre.registry import Release, model_columns, released_prior
 from site_tasks.federation import FederationConfig
-from site_tasks.site.contracts import DataContractError, require_valid
-from site_tasks.site.validate import validate
+from site_tasks.site.contracts import DataContractError
+from site_tasks.site.digests import require_validated
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
@@ -102,11 +103,12 @@ def write_risks(path: Path, risk: NDArray[np.float64], model: str, version: str)
 def score_site(
     config: FederationConfig, site: str, store: ObjectStore, release: Release | None = None
 ) -> ScoringSummary:
-    """Validate the site's files, load the champion prior, score, write and report counts."""
+    """Check the site's files are those it validated in this run (digests, no Great
+    Expectations), load the champion prior, score, write and report counts."""
     spec = config.site(site)
     if spec.tier != 3:
         raise ConfigError(f"{site} is a tier-{spec.tier} site; only tier-3 sites score")
-    require_valid(validate(config, site, store))
+    require_validated(config, site)
     recipe, n = config.recipe, config.model.n_features
     columns = model_columns(config)
     try:

@@ -44,7 +44,8 @@ from fedmap.priors import PREFIX, prior_mean
 from fedmap.simulator import resolve_device
 from fedmap.tabular import TabularError, load_tabular_site
 from site_tasks.federation import FederationConfig
-from site_tasks.site.contracts import DataContractError, require_valid, validate_site
+from site_tasks.site.contracts import DataContractError
+from site_tasks.site.digests import require_validated
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
@@ -179,11 +180,12 @@ class Prepared:
 def prepare(
     config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
 ) -> Prepared:
-    """Validate the site's data, fetch and check the prior of round_ against the site's model, and
-    load the site's latest own state (the prior when it has none)."""
+    """Check the site's files are those it validated in this run (their digests against its own
+    record: no Great Expectations), fetch and check the prior of round_ against the site's model,
+    and load the site's latest own state (the prior when it has none)."""
     folder = config.site(site).data
     target = device_for(device or config.device)
-    require_valid(validate_site(site, folder, config.contract))
+    require_validated(config, site)
     prior_manifest, prior = fetch_prior(config, store, round_)
     model_name = str(prior_manifest.extra.get("model", config.model.name))
     try:
@@ -233,7 +235,8 @@ def keep_state(config: FederationConfig, site: str, round_: int, personal: Param
 def train(
     config: FederationConfig, site: str, round_: int, store: ObjectStore, device: str | None = None
 ) -> TrainResult:
-    """Validate the site's data, train theta_k under the round's prior, upload the update.
+    """Check the site's data is as validated, train theta_k under the round's prior, upload the
+    update.
 
     Idempotent: theta_k starts from the site's own state after round_ - 1 (or the prior in round 1)
     and shuffles with ``round_seed``, so a re-run writes the same keys with the same bytes.

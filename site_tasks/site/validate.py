@@ -1,26 +1,34 @@
-"""``site-task validate``: check the site's own files against the federation's data contract and
-upload the summary (success and counts per expectation, never a row value)."""
+"""``site-task validate``: check the site's own files against the federation's data contract,
+keep the summary at the site and upload it (success and counts per expectation, and a SHA-256
+per file, never a row value).
+
+This is the run's only Great Expectations check of the site: train, evaluate, finetune and
+tier-3 score then check the files' digests against the site's own record
+(``site_tasks.site.digests``).
+"""
 
 from __future__ import annotations
 
 import logging
 
 from site_tasks.federation import FederationConfig
-from site_tasks.site.contracts import ValidationSummary, scoring_contract, validate_site
+from site_tasks.site.contracts import ValidationSummary, validate_site
+from site_tasks.site.digests import keep_record, site_contract
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
 
 
 def validate(config: FederationConfig, site: str, store: ObjectStore) -> ValidationSummary:
-    """Validate, upload ``<federation>/<run>/validation/<site>.json`` and return the summary.
+    """Validate, keep the summary at the site (``digests.record_path``), upload
+    ``<federation>/<run>/validation/<site>.json`` and return the summary.
 
-    A failing summary is uploaded too, so the coordinating centre sees which rule failed. A tier-3
-    site checks ``reference.csv`` and ``score.csv`` (features only) instead of its splits.
+    A failing summary is kept and uploaded too: the coordinating centre sees which rule failed,
+    and the site's later tasks of the run refuse to start. A tier-3 site checks ``reference.csv``
+    and ``score.csv`` (features only) instead of its splits.
     """
-    spec = config.site(site)
-    contract = scoring_contract(config.contract) if spec.tier == 3 else config.contract
-    summary = validate_site(site, spec.data, contract)
+    summary = validate_site(site, config.site(site).data, site_contract(config, site))
+    keep_record(config, site, summary)
     key = Keys.of(config).validation(site)
     store.put(key, summary.to_json().encode())
     if summary.success:

@@ -5,6 +5,10 @@
 sorted by path. Computing the same value here, with hashlib alone, lets a site report the exact
 version of its data without DVC installed, and lets anyone match a registered model to a DVC
 commit of that data (``dvc.lock``, ``.dvc`` files, ``dvc pull``).
+
+Each file checked against the contract also gets a SHA-256 (:func:`file_sha256`): the
+validation summary records it, a registered model names the data it saw by it, and every later
+task of a run re-hashes the files against it (``site_tasks.site.digests``).
 """
 
 from __future__ import annotations
@@ -16,12 +20,20 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def _hexdigest(path: Path, digest: hashlib._Hash) -> str:
     with path.open("rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_md5(path: Path) -> str:
+    return _hexdigest(path, hashlib.md5(usedforsecurity=False))
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file's bytes, read in 1 MiB blocks."""
+    return _hexdigest(path, hashlib.sha256())
 
 
 def dvc_dir_hash(folder: Path) -> str:

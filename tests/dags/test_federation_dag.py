@@ -39,6 +39,11 @@ def federation_folder(
 DAG_ID = "fedmap_synthetic-label-skew"
 
 
+def sites_of(task: Any) -> list[str]:
+    """The sites a mapped site task is expanded over, one instance each."""
+    return list(task.op_kwargs_expand_input.value["site"])
+
+
 def test_dag_file_parses_in_under_a_second_without_torch(
     make_federation: Callable[..., Path],
 ) -> None:
@@ -52,7 +57,7 @@ def test_dag_file_parses_in_under_a_second_without_torch(
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
-    seconds, torch_loaded, dags = out.stdout.strip().split(" ", 2)
+    seconds, torch_loaded, dags = out.stdout.strip().splitlines()[-1].split(" ", 2)
     assert float(seconds) < 1.0
     assert torch_loaded == "False"
     assert dags == f"[{DAG_ID!r}]"
@@ -86,33 +91,67 @@ def test_dagbag_imports_every_federation_and_shows_a_bad_file_as_its_own_dag(
 def test_dag_has_the_documented_shape(
     make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, load_dags: LoadDags
 ) -> None:
-    folder = federation_folder(make_federation, n_sites=3, rounds=2, min_sites=2)
+    folder = federation_folder(make_federation, {"site-03": 2}, n_sites=3, rounds=2, min_sites=2)
+    file = folder / "synthetic-label-skew.yaml"
+    body = yaml.safe_load(file.read_text())
+    for name, spec in body["sites"].items():
+        spec["queue"] = f"q-{name}"
+    file.write_text(yaml.safe_dump(body, sort_keys=False))
     dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
     assert dag.dag_id == DAG_ID
     assert dag.catchup is False and dag.max_active_runs == 1
     assert "fedmap" in dag.tags and dag.doc_md
-    ids = set(dag.task_ids)
-    assert {
+    assert set(dag.task_ids) == {
         "start",
-        "validate.site-01",
-        "round_1.train_site-01",
-        "round_1.aggregate",
-        "round_2.aggregate",
-    } <= ids
-    train = dag.get_task("round_2.train_site-03")
+        "validate",
+        "train",
+        "aggregate",
+        "finalise",
+        "register",
+        "release",
+    }
+    train = dag.get_task("train")
     assert train.retries == 1 and train.retry_exponential_backoff
     assert train.execution_timeout is not None
-    assert dag.get_task("round_1.aggregate").trigger_rule == "all_done"
-    assert {t.task_id for t in dag.get_task("round_1.aggregate").upstream_list} == {
-        "round_1.train_site-01",
-        "round_1.train_site-02",
-        "round_1.train_site-03",
-    }
-    assert "round_1.aggregate" in {t.task_id for t in train.upstream_list}
+    assert train.partial_kwargs["map_index_template"] == "{{ task.op_kwargs['site'] }}"
+    # tier 2 validates and fine-tunes but never trains; each instance carries its site's queue
+    assert sites_of(train) == ["site-01", "site-02"]
+    assert train.partial_kwargs["op_kwargs"]["site_queues"] == ["q-site-01", "q-site-02"]
+    assert sites_of(dag.get_task("validate")) == ["site-01", "site-02", "site-03"]
+    aggregate = dag.get_task("aggregate")
+    assert aggregate.trigger_rule == "all_done" and aggregate.mode == "reschedule"
+    assert {t.task_id for t in aggregate.upstream_list} == {"validate"}
+    assert {t.task_id for t in dag.get_task("finalise").upstream_list} == {"aggregate"}
+
+
+@pytest.mark.parametrize(("sites", "rounds"), [(10, 3), (10, 50), (400, 50)])
+def test_the_dag_size_grows_with_sites_never_with_rounds(
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    load_dags: LoadDags,
+    sites: int,
+    rounds: int,
+) -> None:
+    """Seven tasks whatever the federation; one run holds 3 x sites + 4 task instances."""
+    folder = federation_folder(make_federation, n_sites=3, rounds=2, min_sites=2)
+    body = yaml.safe_load((folder / "synthetic-label-skew.yaml").read_text())
+    first = body["sites"]["site-01"]
+    body["sites"] = {f"h{i:03d}": {**first, "queue": f"q{i:03d}"} for i in range(sites)}
+    body["algorithm"]["rounds"] = rounds
+    (folder / "synthetic-label-skew.yaml").write_text(yaml.safe_dump(body))
+    dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
+    assert len(dag.tasks) == 7
+    mapped = {t: len(sites_of(dag.get_task(t))) for t in ("validate", "train", "finalise")}
+    assert mapped == {"validate": sites, "train": sites, "finalise": sites}
+    assert sum(mapped.values()) + 4 <= 3 * sites + 100
 
 
 def _states(run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    """Each task instance's state: ``task`` or, mapped, ``task[site]`` (its rendered name)."""
+    return {
+        ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index}]": str(ti.state)
+        for ti in run.get_task_instances()
+    }
 
 
 def test_a_run_excludes_a_bad_site_aggregates_the_others_and_finalises(
@@ -129,18 +168,18 @@ def test_a_run_excludes_a_bad_site_aggregates_the_others_and_finalises(
     lines[4] = ",".join(["nan", *lines[4].split(",")[1:]])
     bad.write_text("\n".join(lines) + "\n")
     dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
-    assert "round_1.train_site-04" not in dag.task_ids  # tier 2 never contributes
+    assert "site-04" not in sites_of(dag.get_task("train"))  # tier 2 never trains
     run = dag.test()
     states = _states(run)
     assert str(run.state) == "success", states
-    assert states["validate.site-03"] == "skipped"
-    assert states["round_1.train_site-03"] == "skipped"
-    assert states["round_2.aggregate"] == "success"
-    assert states["finalise.evaluate_site-01"] == "success"
-    assert states["finalise.evaluate_site-03"] == "skipped"
-    assert states["finalise.finetune_site-04"] == "success"
+    assert states["validate[site-03]"] == "skipped"
+    assert states["train[site-03]"] == "skipped"
+    assert states["aggregate"] == "success"
+    assert states["finalise[site-01]"] == "success"
+    assert states["finalise[site-03]"] == "skipped"
+    assert states["finalise[site-04]"] == "success"
     from site_tasks.federation import load_federation
-    from site_tasks.rounds import run_name
+    from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
 
     config = load_federation(folder / "synthetic-label-skew.yaml")
@@ -178,10 +217,10 @@ def test_below_quorum_the_round_fails_naming_the_missing_sites(
     run = dag.test()
     states = _states(run)
     assert str(run.state) == "failed", states
-    assert states["round_1.aggregate"] == "failed"
+    assert states["aggregate"] == "failed"
     assert "quorum is 2; missing: site-02" in capfd.readouterr().out
     from site_tasks.federation import load_federation
-    from site_tasks.rounds import run_name
+    from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
 
     config = load_federation(folder / "synthetic-label-skew.yaml")
@@ -197,33 +236,33 @@ def test_a_site_whose_training_raises_is_tolerated_by_the_quorum(
     monkeypatch: pytest.MonkeyPatch,
     load_dags: LoadDags,
 ) -> None:
-    from site_tasks import rounds
+    from site_tasks.runs import run_name
+    from site_tasks.site import train as training
 
     folder = federation_folder(
         make_federation, n_sites=3, n_train=120, n_val=40, rounds=1, min_sites=2
     )
-    real = rounds.train_site
+    real = training.train
 
-    def flaky(path: Path, run: str, site: str, round_: int, device: str | None = None) -> str:
+    def flaky(config: Any, site: str, round_: int, store: Any, device: str | None = None) -> Any:
         if site == "site-02":
             raise RuntimeError("the site's GPU fell over")
-        return real(path, run, site, round_, device)
+        return real(config, site, round_, store, device)
 
-    monkeypatch.setattr(rounds, "train_site", flaky)
+    monkeypatch.setattr(training, "train", flaky)
     dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
     run = dag.test()
     states = _states(run)
-    assert states["round_1.train_site-02"] == "failed"
-    assert states["round_1.aggregate"] == "success"
+    assert states["train[site-02]"] == "failed"
+    assert states["aggregate"] == "success"
     assert str(run.state) == "success", states
-    assert states["finalise.evaluate_site-01"] == "success"
+    assert states["finalise[site-01]"] == "success"
     from site_tasks.federation import load_federation
     from site_tasks.storage import Keys, S3Store
 
     config = load_federation(folder / "synthetic-label-skew.yaml")
     summary = json.loads(
-        S3Store(config.storage).get(Keys(config.name, rounds.run_name(run.run_id)).summary(1))
-        or b"{}"
+        S3Store(config.storage).get(Keys(config.name, run_name(run.run_id)).summary(1)) or b"{}"
     )
     assert summary["contributed"] == ["site-01", "site-03"]
     assert summary["missing"] == ["site-02"]
@@ -253,7 +292,7 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     import mlflow
 
     from site_tasks.federation import load_federation
-    from site_tasks.rounds import run_name
+    from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
 
     folder = federation_folder(
@@ -278,8 +317,9 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     )
     dags = load_dags(folder, monkeypatch).__dict__
     dag, inference = dags["fedmap_dag-registry"], dags["fedmap_dag-registry_inference"]
-    assert "round_1.train_site-04" not in dag.task_ids and "validate.site-04" not in dag.task_ids
-    assert inference.task_ids == ["score.site-04"]
+    assert "site-04" not in sites_of(dag.get_task("validate"))
+    assert inference.task_ids == ["score"]
+    assert sites_of(inference.get_task("score")) == ["site-04"]
     assert "fedmap-dag-registry-prior-champion" in str(inference.timetable.asset_condition)
     assert [o.name for o in dag.get_task("release").outlets] == [
         "fedmap-dag-registry-prior-champion"

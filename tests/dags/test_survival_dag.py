@@ -77,7 +77,7 @@ def test_a_survival_federation_runs_registers_and_reports_equity(
     from fedmap.models import build_model
     from site_tasks.centre.registry import model_columns
     from site_tasks.federation import load_federation
-    from site_tasks.rounds import run_name
+    from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
 
     folder = survival_folder(tmp_path, s3_server, mlflow_server)

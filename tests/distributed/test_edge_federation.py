@@ -1,9 +1,12 @@
 """A real multi-process federation: PostgreSQL, the Airflow API server, scheduler and DAG
 processor, an S3 server with one key pair per party, and one edge worker process per site.
 
-Run with ``pytest -m distributed``. A triggered run completes with every site task run by its own
-worker (the round summaries say which); a worker stopped mid-run gets its site dropped by the
-quorum while the run goes on.
+Run with ``pytest -m distributed``. The DAG's site tasks (``validate``, ``train``, ``finalise``)
+are mapped over the sites and routed by the centre's cluster policy: map index i is ``SITES[i]``
+and must run on that site's queue and worker. A triggered run completes with every site task
+run by its own worker (Airflow's task instances, edge3's jobs and the round summaries say so); a
+site's train task cleared after the run goes back to the same site's queue; a worker stopped
+mid-run gets its site dropped by the quorum while the run goes on.
 """
 
 from __future__ import annotations
@@ -14,20 +17,26 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from site_tasks.local.edge import Deployment, down, pg_data, start_worker, up
+from site_tasks.local.edge import Deployment, Worker, down, pg_data, start_worker, up
 from site_tasks.local.stack import BIN, stop
 
 pytestmark = pytest.mark.distributed
 SITES = ("site-01", "site-02", "site-03")
+"""Every site is tier 1, so map index i of validate, train and finalise is SITES[i]."""
+ROUNDS = 3
 DAG = "fedmap_edge"
+SITE_TASKS = ("validate", "train", "finalise")
+CENTRE_TASKS = ("start", "aggregate", "register", "release")
 
 
 def free_port() -> int:
@@ -52,7 +61,7 @@ def write_federation(root: Path) -> Path:
     body = {
         "name": "edge",
         "task": {"contract": "synthetic"},
-        "algorithm": {"rounds": 2, "epochs": 1, "batch_size": 32, "lr": 0.01},
+        "algorithm": {"rounds": ROUNDS, "epochs": 1, "batch_size": 32, "lr": 0.01},
         "sites": {s: {"data": str(root / "hospitals" / s), "queue": s} for s in SITES},
         "min_sites": 2,
         "storage": {"bucket": "fedmap-edge", "connection": "fedmap_s3"},
@@ -93,6 +102,20 @@ def airflow(d: Deployment, *args: str) -> str:
     return done.stdout
 
 
+def api(d: Deployment, method: str, path: str, body: object = None) -> Any:
+    """One call of the centre's REST API, as an admin (``simple_auth_manager_all_admins``)."""
+    with urllib.request.urlopen(f"{d.api_url}/auth/token", timeout=30) as reply:
+        token = json.load(reply)["access_token"]
+    request = urllib.request.Request(
+        f"{d.api_url}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.load(reply)
+
+
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, Path]]:
     root = tmp_path_factory.mktemp("edge")
@@ -109,7 +132,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deplo
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.update({"FEDMAP_TRAIN_RETRIES": "0", "FEDMAP_TRAIN_TIMEOUT_MIN": "5"})
     try:
-        up(path, d)
+        workers = up(path, d)
+        assert workers == [Worker(s, (s,)) for s in SITES]
         wait(
             "3 edge workers registered",
             lambda: (
@@ -136,76 +160,171 @@ def run_state(d: Deployment, run_id: str) -> str:
     return str(rows[0][0]) if rows else "none"
 
 
-def task_states(d: Deployment, run_id: str) -> dict[str, tuple[str, str, str]]:
+@dataclass(frozen=True)
+class TI:
+    state: str
+    executor: str
+    hostname: str
+    queue: str
+    try_number: int
+
+
+def task_states(d: Deployment, run_id: str) -> dict[tuple[str, int], TI]:
+    """This run's task instances by (task_id, map_index); -1 for an unmapped task."""
     rows = sql(
         d,
-        f"select task_id, state, executor, hostname from task_instance where run_id = '{run_id}'",
+        "select task_id, map_index, state, executor, hostname, queue, try_number "
+        f"from task_instance where run_id = '{run_id}'",
     )
-    return {str(t): (str(s), str(e), str(h)) for t, s, e, h in rows}
+    return {
+        (str(t), int(i)): TI(str(s), str(e), str(h), str(q), int(n)) for t, i, s, e, h, q, n in rows
+    }
+
+
+def summary_path(d: Deployment, run_id: str, t: int) -> Path:
+    from site_tasks.runs import run_name
+
+    return (
+        d.state / "s3" / "fedmap-edge" / "edge" / run_name(run_id) / f"round-{t}" / "summary.json"
+    )
 
 
 def summary(d: Deployment, run_id: str, t: int) -> dict[str, Any]:
-    from site_tasks.rounds import run_name
+    return dict(json.loads(summary_path(d, run_id, t).read_text()))
 
-    key = d.state / "s3" / "fedmap-edge" / "edge" / run_name(run_id) / f"round-{t}" / "summary.json"
-    return dict(json.loads(key.read_text()))
+
+def mean(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.2f} s (n={len(values)})" if values else "n/a"
+
+
+def figures(d: Deployment, run_id: str) -> str:
+    """Seconds per round (from the round summaries' write times, round 1 from ``start``'s end),
+    queued->start latency per task id (a sensor's row is its last poke) and each sensor's number
+    of reschedules (pokes that found nothing to finish)."""
+    (start_end,) = sql(
+        d,
+        "select extract(epoch from end_date) from task_instance "
+        f"where run_id = '{run_id}' and task_id = 'start'",
+    )[0]
+    ends = [summary_path(d, run_id, t).stat().st_mtime for t in range(1, ROUNDS + 1)]
+    rounds = [b - a for a, b in pairwise([float(start_end), *ends])]
+    rows = sql(
+        d,
+        "select task_id, extract(epoch from start_date - queued_dttm) from task_instance "
+        f"where run_id = '{run_id}' and queued_dttm is not null order by task_id",
+    )
+    latency: dict[str, list[float]] = {}
+    for task_id, gap in rows:
+        latency.setdefault(str(task_id), []).append(float(gap))
+    pokes = sql(
+        d,
+        "select ti.task_id, count(*) from task_reschedule r "
+        f"join task_instance ti on ti.id = r.ti_id where ti.run_id = '{run_id}' group by 1",
+    )
+    return (
+        f"rounds: {', '.join(f'{r:.1f}' for r in rounds)} s; queued->start: "
+        + ", ".join(f"{t} {mean(v)}" for t, v in latency.items())
+        + "; reschedules: "
+        + ", ".join(f"{t} {n}" for t, n in pokes)
+    )
 
 
 def test_each_site_runs_on_its_own_worker(federation: tuple[Deployment, Path]) -> None:
     d, _ = federation
     began = time.monotonic()
     trigger(d, "edge-run-1")
-    wait("run 1 finished", lambda: run_state(d, "edge-run-1") in ("success", "failed"), 420)
+    wait("run 1 finished", lambda: run_state(d, "edge-run-1") in ("success", "failed"), 900)
     seconds = time.monotonic() - began
+    # edge3 purges a successful job about 5 minutes after it ends: read them first
+    jobs = sql(
+        d,
+        "select task_id, map_index, queue, edge_worker, state from edge_job "
+        "where run_id = 'edge-run-1'",
+    )
     states = task_states(d, "edge-run-1")
     assert run_state(d, "edge-run-1") == "success", states
-    for site in SITES:  # Airflow records the edge worker (--edge-hostname) that ran each
-        for task in (f"validate.{site}", f"round_1.train_{site}", f"finalise.evaluate_{site}"):
-            assert states[task] == ("success", "EdgeExecutor", site), (task, states[task])
-    for task in ("start", "round_1.aggregate", "round_2.aggregate"):  # the centre's own
-        state, executor, host = states[task]
-        assert state == "success" and executor != "EdgeExecutor" and host not in SITES
-    for t in (1, 2):
+    for task in SITE_TASKS:  # Airflow records the edge worker (--edge-hostname) that ran each
+        for i, site in enumerate(SITES):
+            ti = states[(task, i)]
+            assert (ti.state, ti.executor, ti.hostname, ti.queue) == (
+                "success",
+                "EdgeExecutor",
+                site,
+                site,
+            ), (task, i, ti)
+    trains = [j for j in jobs if j[0] == "train"]
+    assert sorted(int(j[1]) for j in trains) == list(range(len(SITES))), jobs
+    for _, index, queue, worker, _ in trains:
+        assert queue == worker == SITES[int(index)], jobs
+    for task in CENTRE_TASKS:  # the centre's own, unmapped
+        ti = states[(task, -1)]
+        assert ti.executor != "EdgeExecutor" and ti.hostname not in SITES, (task, ti)
+        assert ti.state in ("success", "skipped"), (task, ti)  # no MLflow: register skips
+    assert states[("aggregate", -1)].state == "success"
+    for t in range(1, ROUNDS + 1):
         assert summary(d, "edge-run-1", t)["workers"] == {s: s for s in SITES}
-    # figures for docs/deploy.md: queue-to-start latency per executor, and time per round
-    rows = sql(
-        d,
-        "select task_id, executor, extract(epoch from start_date - queued_dttm), "
-        "extract(epoch from end_date - start_date), extract(epoch from end_date) "
-        "from task_instance where run_id = 'edge-run-1' and queued_dttm is not null",
-    )
-    waits: dict[str, list[float]] = {}
-    for _, executor, wait_s, _, _ in rows:
-        waits.setdefault("edge" if executor == "EdgeExecutor" else "local", []).append(
-            float(wait_s)
-        )
-    ends = {str(t): float(e) for t, _, _, _, e in rows}
-    round_2 = ends["round_2.aggregate"] - ends["round_1.aggregate"]
     print(
-        f"\nedge run: 3 sites x 2 rounds, {len(states)} tasks, {seconds:.1f} s trigger to "
-        f"success; round 2 took {round_2:.1f} s; queued->start mean "
-        + ", ".join(f"{k} {sum(v) / len(v):.2f} s (n={len(v)})" for k, v in sorted(waits.items()))
+        f"\nedge run: {len(SITES)} sites x {ROUNDS} rounds, {len(states)} task instances, "
+        f"{seconds:.1f} s trigger to success; {figures(d, 'edge-run-1')}"
     )
+
+
+def test_a_cleared_site_task_stays_on_its_queue(federation: tuple[Deployment, Path]) -> None:
+    d, _ = federation
+    assert run_state(d, "edge-run-1") == "success"
+    cleared = api(
+        d,
+        "POST",
+        f"/api/v2/dags/{DAG}/clearTaskInstances",
+        {
+            "dry_run": False,
+            "only_failed": False,
+            "dag_run_id": "edge-run-1",
+            "task_ids": [["train", 1]],
+        },
+    )
+    assert [(t["task_id"], t["map_index"]) for t in cleared["task_instances"]] == [("train", 1)]
+
+    def retried() -> bool:
+        ti = task_states(d, "edge-run-1")[("train", 1)]
+        return ti.try_number == 2 and ti.state in ("success", "failed")
+
+    wait("train [site-02] ran again", retried, 300)
+    ti = task_states(d, "edge-run-1")[("train", 1)]
+    assert ti == TI("success", "EdgeExecutor", "site-02", "site-02", 2), ti
+    history = sql(
+        d,
+        "select try_number, queue, hostname from task_instance_history "
+        "where run_id = 'edge-run-1' and task_id = 'train' and map_index = 1",
+    )
+    assert history and all(q == "site-02" for _, q, _ in history), history
+    wait("run 1 finished again", lambda: run_state(d, "edge-run-1") == "success", 120)
 
 
 def test_a_stopped_worker_is_dropped_by_the_quorum(federation: tuple[Deployment, Path]) -> None:
     d, _ = federation
     trigger(d, "edge-run-2")
     wait(  # site-03 has sent its round-1 update: it is part of this run
-        "site-03 trained round 1",
-        lambda: task_states(d, "edge-run-2").get("round_1.train_site-03", ("",))[0] == "success",
-        300,
+        "round 1 aggregated", lambda: summary_path(d, "edge-run-2", 1).exists(), 600
     )
     assert stop(d.stack, "worker-site-03", timeout=1)  # the hospital's machine goes away
     try:
-        wait("run 2 finished", lambda: run_state(d, "edge-run-2") in ("success", "failed"), 420)
+        wait("run 2 finished", lambda: run_state(d, "edge-run-2") in ("success", "failed"), 600)
         states = task_states(d, "edge-run-2")
         assert run_state(d, "edge-run-2") == "success", states
-        assert states["round_2.train_site-03"][0] == "failed"
-        assert states["round_2.aggregate"][0] == "success"
-        second = summary(d, "edge-run-2", 2)
-        assert second["contributed"] == ["site-01", "site-02"]
-        assert second["missing"] == ["site-03"]
+        ti = states[("train", 2)]
+        assert (ti.state, ti.queue) == ("failed", "site-03"), ti
+        assert states[("aggregate", -1)].state == "success"
         assert summary(d, "edge-run-2", 1)["contributed"] == list(SITES)
+        # the worker may send round 2 in the moment before it stops; never the last round
+        for t in range(2, ROUNDS + 1):
+            later = summary(d, "edge-run-2", t)
+            assert later["missing"] in ([], ["site-03"]), (t, later)
+            assert later["contributed"] == [s for s in SITES if s not in later["missing"]]
+        last = summary(d, "edge-run-2", ROUNDS)
+        assert last["contributed"] == ["site-01", "site-02"]
+        assert last["missing"] == ["site-03"]
+        for i, site in enumerate(SITES[:2]):  # the others went on on their own workers
+            assert states[("train", i)] == TI("success", "EdgeExecutor", site, site, 1)
     finally:
-        start_worker(d, "site-03", "site-03")
+        start_worker(d, Worker("site-03", ("site-03",)), len(SITES))

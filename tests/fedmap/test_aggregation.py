@@ -1,4 +1,5 @@
-"""Server-side weights (softmax of log omega, sample shares) and the weighted parameter mean."""
+"""Server-side weights (softmax of log omega, sample shares) and the weighted parameter mean, at
+once and streamed one site at a time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from fedmap.aggregation import omega_weights, sample_weights, weighted_average
+from fedmap.aggregation import (
+    StreamingMean,
+    Weighting,
+    omega_weights,
+    sample_weights,
+    weighted_average,
+)
+from fedmap.params import Params
+from fedmap.priors import DiagonalPrior, sample_entries, weighted_second_moment
 
 
 def _softmax(values: list[float]) -> list[float]:
@@ -148,3 +157,134 @@ def test_weighted_average_errors() -> None:
         weighted_average(params, torch.tensor([0.5, 0.4], dtype=torch.float64))
     with pytest.raises(ValueError, match="sum to 1"):
         weighted_average(params, torch.tensor([0.7, 0.7], dtype=torch.float64))
+
+
+def random_sites(n: int, seed: int) -> list[Params]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        {
+            "w": 3.0 * torch.randn(6, 4, generator=gen),
+            "b": torch.randn(4, generator=gen, dtype=torch.float64),
+            "n": torch.tensor(k, dtype=torch.int64),
+        }
+        for k in range(n)
+    ]
+
+
+LOG_OMEGA_CASES = [
+    [-0.3, -0.7, -0.2, -5.0, -1.1],
+    [-1e4, -1e4 + 1, -1e4 + 2, -1e4 + 0.5, -1e4 - 3],  # weights spread, far from 0
+    [1e4, 0.0, -1e4, -1e4, 9999.0],  # +-1e4 together: exp of either overflows/underflows
+    [-math.inf, -2.0, -1e4, -1.0, -math.inf],
+]
+
+
+@pytest.mark.parametrize("log_omegas", LOG_OMEGA_CASES)
+@pytest.mark.parametrize("weighting", ["omega", "samples"])
+@pytest.mark.parametrize("order_seed", [None, 1, 2])
+def test_streaming_mean_equals_batch_in_any_order(
+    log_omegas: list[float], weighting: Weighting, order_seed: int | None
+) -> None:
+    params = random_sites(len(log_omegas), seed=len(log_omegas))
+    counts = [50, 7, 300, 1, 42]
+    names = [f"site-{k}" for k in range(len(params))]
+    batch_w = omega_weights(log_omegas, names) if weighting == "omega" else sample_weights(counts)
+    batch = weighted_average(params, batch_w)
+    order = list(range(len(params)))
+    if order_seed is not None:
+        gen = torch.Generator().manual_seed(order_seed)
+        order = [int(k) for k in torch.randperm(len(params), generator=gen)]
+    stream = StreamingMean(weighting)
+    for k in order:
+        stream.add(names[k], params[k], log_omegas[k], counts[k])
+    assert len(stream) == len(params)
+    done = stream.result()
+    assert list(done.weights) == [names[k] for k in order]
+    for k, name in enumerate(names):
+        assert done.weights[name] == pytest.approx(float(batch_w[k]), rel=1e-12, abs=1e-300)
+    assert sum(done.weights.values()) == pytest.approx(1.0, abs=1e-12)
+    for name in ("w", "b"):
+        assert done.mean[name].dtype == params[0][name].dtype
+        torch.testing.assert_close(done.mean[name], batch[name], rtol=1e-6, atol=1e-6)
+    # integer buffers come from the first site added, as weighted_average takes params[0]'s
+    assert done.mean["n"].item() == order[0]
+    assert done.second == {} and done.sampled == {}
+
+
+def test_streaming_mean_hand_values() -> None:
+    stream = StreamingMean()
+    stream.add("a", {"w": torch.tensor([1.0, -1.0])}, -1e4, 1)
+    stream.add("b", {"w": torch.tensor([3.0, 5.0])}, -1e4 + math.log(3.0), 1)
+    done = stream.result()
+    assert done.weights == pytest.approx({"a": 0.25, "b": 0.75}, rel=1e-12)
+    assert done.mean["w"].tolist() == pytest.approx([2.5, 3.5], rel=1e-12)
+
+
+def test_streaming_second_moment_and_samples_equal_batch() -> None:
+    params = random_sites(6, seed=3)
+    log_omegas = [-1e4, -1e4 + 1.5, -1e4 + 0.2, -1e4 - 1, -1e4 + 2, -1e4 + 0.7]
+    weights = omega_weights(log_omegas)
+    mean = weighted_average(params, weights)
+    picks = {"w": sample_entries(24, 10)}
+    for order in ([0, 1, 2, 3, 4, 5], [5, 3, 1, 0, 4, 2]):
+        stream = StreamingMean(moments=("w", "b"), samples=picks)
+        for k in order:
+            stream.add(f"s{k}", params[k], log_omegas[k], 1)
+        done = stream.result()
+        for name in ("w", "b"):
+            torch.testing.assert_close(
+                done.second[name],
+                weighted_second_moment(params, weights, mean, name),
+                rtol=1e-6,
+                atol=1e-9,
+            )
+        rows = torch.stack([params[k]["w"].reshape(-1)[picks["w"]].double() for k in order])
+        assert torch.equal(done.sampled["w"], rows)
+        # and so the diagonal prior's closed-form fit is the batch fit
+        rho = DiagonalPrior({"w": 1.0, "b": 1.0, "n": 1.0}, min_variance=0.01)
+        w_rows = torch.tensor([done.weights[f"s{k}"] for k in order], dtype=torch.float64)
+        streamed = rho.fit_spread(done.second, done.sampled, w_rows, done.mean, {})
+        batch = rho.fit(params, weights, mean, {})
+        assert set(streamed) == set(batch) == {"prior/w/log_var", "prior/b/log_var"}
+        for key, value in batch.items():
+            torch.testing.assert_close(streamed[key], value, rtol=1e-6, atol=1e-6)
+
+
+def test_streaming_mean_keeps_no_reference_to_added_tensors() -> None:
+    """What it holds is its own float64 sums: an update can be dropped (or reused) once added."""
+    a, b = {"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}
+    stream = StreamingMean(moments=("w",), samples={"w": torch.tensor([1])})
+    stream.add("a", a, -1.0, 1)
+    stream.add("b", b, -1.0, 1)
+    a["w"].fill_(1e9)
+    b["w"].fill_(-1e9)
+    done = stream.result()
+    assert done.mean["w"].tolist() == [2.0, 4.0]
+    assert done.second["w"].tolist() == [1.0, 4.0]
+    assert done.sampled["w"].tolist() == [[2.0], [6.0]]
+
+
+def test_streaming_mean_errors_name_the_site() -> None:
+    stream = StreamingMean()
+    stream.add("site-01", {"w": torch.ones(2)}, 0.0, 1)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="site-02"):
+            stream.add("site-02", {"w": torch.ones(2)}, bad, 1)
+    with pytest.raises(ValueError, match="site-01 was already added"):
+        stream.add("site-01", {"w": torch.ones(2)}, 0.0, 1)
+    with pytest.raises(ValueError, match="site-03 sends keys"):
+        stream.add("site-03", {"v": torch.ones(2)}, 0.0, 1)
+    assert list(stream.weights()) == ["site-01"]  # the refused ones left nothing behind
+    with pytest.raises(ValueError, match="zero site updates"):
+        StreamingMean().result()
+    dead = StreamingMean()
+    dead.add("site-a", {"w": torch.ones(1)}, -math.inf, 1)
+    dead.add("site-b", {"w": torch.ones(1)}, -math.inf, 1)
+    with pytest.raises(ValueError, match=r"-inf for every site \(site-a, site-b\)"):
+        dead.result()
+    counts = StreamingMean("samples")
+    for bad_count in (0, -3):
+        with pytest.raises(ValueError, match="positive"):
+            counts.add("x", {"w": torch.ones(1)}, 0.0, bad_count)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        StreamingMean("fedavg")  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ from fedmap.comparison import (
     variants_of,
 )
 from fedmap.config import ConfigError
-from fedmap.spec import FederationSpec, load_spec
+from fedmap.schema import Federation, read_federation
 from site_tasks.local.sources import heart_disease_sites
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def survival_site(folder: Path, seed: int) -> None:
         write_csv(folder / file, ["f1", "f2", "E", "T"], np.column_stack([x, event, time]))
 
 
-def federation(tmp_path: Path, task: dict[str, Any], make: Any) -> FederationSpec:
+def federation(tmp_path: Path, task: dict[str, Any], make: Any) -> Federation:
     for k, name in enumerate(("north", "south")):
         make(tmp_path / "sites" / name, k)
     config = {
@@ -74,23 +74,23 @@ def federation(tmp_path: Path, task: dict[str, Any], make: Any) -> FederationSpe
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    return load_spec(path)
+    return read_federation(path)
 
 
 @pytest.fixture
-def binary(tmp_path: Path) -> FederationSpec:
+def binary(tmp_path: Path) -> Federation:
     return federation(tmp_path, {"target": "label"}, binary_site)
 
 
 @pytest.fixture
-def survival(tmp_path: Path) -> FederationSpec:
+def survival(tmp_path: Path) -> Federation:
     return federation(tmp_path, {"type": "survival", "target": "E", "time": "T"}, survival_site)
 
 
 RUNS = [ComparisonRun(v, "logreg", 1) for v in default_variants(["individual", "fedavg"])]
 
 
-def test_binary_records(binary: FederationSpec) -> None:
+def test_binary_records(binary: Federation) -> None:
     seen: list[ComparisonRun] = []
     results = compare(binary, RUNS, progress=seen.append)
     assert seen == RUNS
@@ -115,7 +115,7 @@ def test_binary_records(binary: FederationSpec) -> None:
     assert by[("individual", "north")]["roc_auc"] >= 0.95
 
 
-def test_survival_records_carry_c_index_and_no_accuracy(survival: FederationSpec) -> None:
+def test_survival_records_carry_c_index_and_no_accuracy(survival: Federation) -> None:
     rows = records(survival, compare(survival, RUNS))
     assert len(rows) == 4
     for row in rows:
@@ -126,19 +126,17 @@ def test_survival_records_carry_c_index_and_no_accuracy(survival: FederationSpec
     assert min(r["c_index"] for r in rows if r["method"] == "individual") > 0.65
 
 
-def test_a_run_repeats_exactly(binary: FederationSpec) -> None:
+def test_a_run_repeats_exactly(binary: Federation) -> None:
     first, second = (execute(binary, RUNS[1]) for _ in range(2))
     assert first.method == "fedavg" and first.seed == 1
     assert first.final == second.final and first.history == second.history
 
 
-def test_load_sites_reads_tier_one_only(binary: FederationSpec) -> None:
+def test_load_sites_reads_tier_one_only(binary: Federation) -> None:
     sites = load_sites(binary)
     assert [s.name for s in sites] == ["north", "south"]
     assert all(s.num_features == 2 and s.num_train == 64 for s in sites)
-    only_late = FederationSpec(
-        binary.path, binary.name, binary.task, binary.algorithm, binary.tier(3)
-    )
+    only_late = Federation(binary.path, binary.name, binary.task, binary.algorithm, binary.tier(3))
     with pytest.raises(ConfigError, match="no tier-1 site to simulate"):
         load_sites(only_late)
 
@@ -170,7 +168,7 @@ def test_default_variants() -> None:
     )
 
 
-def test_options_for(binary: FederationSpec) -> None:
+def test_options_for(binary: Federation) -> None:
     fedmap = options_for(binary, Variant("fedmap-icnn", "fedmap", {"prior": "icnn"}))
     assert fedmap == {
         "prior": "icnn",

@@ -174,3 +174,10 @@ def test_methods_given_a_list(tmp_path: Path) -> None:
 def test_method_options_given_a_scalar(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"methods\.fedmap"):
         load_config(_yaml(tmp_path, "methods:\n  fedmap: 5\n"))
+
+
+def test_the_error_and_the_reader_are_the_schemas() -> None:
+    """One ConfigError: ``except ConfigError`` from either module catches a federation file's."""
+    from fedmap import schema
+
+    assert ConfigError is schema.ConfigError and from_mapping is schema.from_mapping

@@ -1,17 +1,19 @@
 """The server step: accepted updates are averaged with w = softmax(log omega), every bad one is
-dropped with its reason, and the others are never affected."""
+dropped with its reason, and the others are never affected; streamed one upload at a time, it
+forms the same prior as the batch aggregate."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from fedmap.algorithms import FedMAP
 from fedmap.messages import encode_params, make_manifest, specs_of
-from fedmap.server import Candidate, NoValidUpdates, aggregate_round
+from fedmap.server import Candidate, NoValidUpdates, accept, aggregate_round
 
 
 def theta(value: float) -> dict[str, torch.Tensor]:
@@ -127,3 +129,89 @@ def test_deeply_nested_manifest_is_rejected() -> None:
     )
     assert summary.contributed == ("a",)
     assert "malformed manifest" in summary.rejected["b"]
+
+
+def model_theta(seed: int) -> dict[str, torch.Tensor]:
+    """A two-layer model's entries; "in" is the input layer (first in sorted key order)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "in.weight": torch.randn(3, 2, generator=gen),
+        "out.bias": torch.randn(5, generator=gen),
+        "out.weight": 2.0 * torch.randn(5, 3, generator=gen),
+    }
+
+
+def model_upload(site: str, seed: int, log_omega: float, n: int) -> Candidate:
+    p = model_theta(seed)
+    blob = encode_params(p)
+    manifest = make_manifest(
+        "update", 1, p, blob, site=site, num_examples=n, log_omega=log_omega, extra={"worker": site}
+    )
+    return Candidate(site, manifest.to_json().encode(), blob)
+
+
+MODEL_EXPECTED = specs_of(model_theta(0))
+LOG_OMEGAS = [-1e4, -1e4 + 1.0, -1e4 + 2.5, -1e4 + 0.3, -1e4 - 0.5, -1e4 + 2.0]  # spread weights
+COUNTS = [20, 300, 5, 80, 1, 44]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        FedMAP(),
+        FedMAP(weighting="samples"),
+        FedMAP(prior="diagonal", min_variance=0.01),
+        FedMAP(prior="diagonal", min_variance=0.01, weighting="samples"),
+        FedMAP(prior="icnn", min_variance=0.01, icnn_samples=8, icnn_steps=20),
+    ],
+    ids=["gaussian", "gaussian-samples", "diagonal", "diagonal-samples", "icnn"],
+)
+def test_streamed_round_equals_batch_aggregate_in_any_order(method: FedMAP) -> None:
+    """The round's prior (mean and learned state) is FedMAP.aggregate of the accepted updates at
+    once, whatever order the uploads arrive in, and the summary is the same."""
+    cands = [
+        model_upload(f"s{k}", k, lo, n)
+        for k, (lo, n) in enumerate(zip(LOG_OMEGAS, COUNTS, strict=True))
+    ]
+    cands.append(Candidate("bad", cands[0].manifest, None))
+    updates = [accept(c, 1, MODEL_EXPECTED) for c in cands[:-1]]
+    current = {**model_theta(99), "prior/out.bias/log_var": torch.zeros(5)}
+    batch = method.aggregate(updates, current)
+    batch_weights = method.weights(updates)
+    summaries = []
+    for seed in (0, 1, 2):
+        order = torch.randperm(len(cands), generator=torch.Generator().manual_seed(seed)).tolist()
+        prior, summary = aggregate_round(
+            method, 1, (cands[k] for k in order), MODEL_EXPECTED, prior=current
+        )
+        assert set(prior) == set(batch)
+        for key, value in batch.items():
+            torch.testing.assert_close(prior[key], value, rtol=1e-6, atol=1e-6)
+        for k, u in enumerate(updates):
+            assert summary.weights[u.site] == pytest.approx(float(batch_weights[k]), rel=1e-9)
+        summaries.append(summary)
+    assert summaries[0] == summaries[1] == summaries[2]
+    assert summaries[0].contributed == tuple(f"s{k}" for k in range(6))
+    assert summaries[0].rejected == {"bad": "manifest without its tensor file"}
+    assert summaries[0].workers == {f"s{k}": f"s{k}" for k in range(6)}
+    if method.prior != "gaussian":
+        assert any(k.startswith("prior/out.weight/") for k in batch)
+        assert not any(k.startswith("prior/in.weight/") for k in batch)  # sigma^2 = inf: not fitted
+
+
+def test_round_reads_each_upload_once_and_lists_missing_members() -> None:
+    taken: list[str] = []
+
+    def lazily() -> Iterator[Candidate]:
+        for site, value in (("a", 1.0), ("b", 3.0), ("x", 9.0)):
+            taken.append(site)
+            yield upload(site, value, -1.0)
+
+    prior, summary = aggregate_round(
+        FedMAP(), 1, lazily(), EXPECTED, members={"a", "b", "c"}, prior=None
+    )
+    assert taken == ["a", "b", "x"]
+    assert summary.contributed == ("a", "b")
+    assert summary.rejected == {"x": "not a member of this federation"}
+    assert summary.missing == ("c",)
+    assert torch.allclose(prior["w"], torch.full((2, 2), 2.0))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from numpy.typing import NDArray
 
-from fedmap.spec import FederationSpec, load_spec
+from fedmap.schema import Federation, read_federation
 from fedmap.tabular import TabularError, TabularTask, load_tabular_site, read_tabular
 from site_tasks.local.sources import (
     HEART_DISEASE_CENTRES,
@@ -60,7 +60,7 @@ TCGA_COUNTS = [
 FILES = {"train": "train.csv", "test": "val.csv"}
 
 
-def federation_copy(name: str, folders: list[Path], out: Path) -> FederationSpec:
+def federation_copy(name: str, folders: list[Path], out: Path) -> Federation:
     """The committed federation file with its site data paths pointed at folders."""
     data = yaml.safe_load((ROOT / "federations" / f"{name}.yaml").read_text())
     by_name = {f.name: f for f in folders}
@@ -69,17 +69,17 @@ def federation_copy(name: str, folders: list[Path], out: Path) -> FederationSpec
         body["data"] = str(by_name[site])
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_spec(path)
+    return read_federation(path)
 
 
 @pytest.fixture(scope="module")
-def heart(tmp_path_factory: pytest.TempPathFactory) -> FederationSpec:
+def heart(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     root = tmp_path_factory.mktemp("heart")
     return federation_copy("heart_disease", heart_disease_sites(HEART, root / "sites"), root)
 
 
 @pytest.fixture(scope="module")
-def tcga(tmp_path_factory: pytest.TempPathFactory) -> FederationSpec:
+def tcga(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     root = tmp_path_factory.mktemp("tcga")
     return federation_copy("tcga_brca", tcga_brca_sites(TCGA, root / "sites"), root)
 
@@ -91,7 +91,7 @@ def sorted_rows(a: NDArray[np.float64]) -> NDArray[np.float64]:
 # --- Fed-Heart-Disease: FLamby's recipe ----------------------------------------------------------
 
 
-def test_heart_disease_has_flamby_13_features(heart: FederationSpec) -> None:
+def test_heart_disease_has_flamby_13_features(heart: Federation) -> None:
     recipe = heart.task.recipe
     for site in heart.sites:
         for file in FILES.values():
@@ -100,7 +100,7 @@ def test_heart_disease_has_flamby_13_features(heart: FederationSpec) -> None:
             assert split.x.shape[1] == 13 == heart.task.n_features
 
 
-def test_heart_disease_counts_match_flamby(heart: FederationSpec) -> None:
+def test_heart_disease_counts_match_flamby(heart: Federation) -> None:
     got = {}
     for site in heart.sites:
         data = load_tabular_site(site.data, heart.task.recipe, name=site.name)
@@ -113,7 +113,7 @@ def test_heart_disease_counts_match_flamby(heart: FederationSpec) -> None:
     assert got == HEART_COUNTS
 
 
-def test_heart_disease_matches_an_independent_pandas_recipe(heart: FederationSpec) -> None:
+def test_heart_disease_matches_an_independent_pandas_recipe(heart: Federation) -> None:
     """SOURCE.md's recipe in pandas (read_csv, '?' -> NaN, drop 10-12, dropna, get_dummies over the
     pooled frame with drop_first) joined with flamby_split.csv: the same rows per site and split."""
     frames = []
@@ -148,7 +148,7 @@ def test_heart_disease_matches_an_independent_pandas_recipe(heart: FederationSpe
 
 
 def test_heart_disease_standardised_with_each_sites_training_statistics(
-    heart: FederationSpec,
+    heart: Federation,
 ) -> None:
     recipe = heart.task.recipe
     constant = {}
@@ -173,7 +173,7 @@ def test_heart_disease_standardised_with_each_sites_training_statistics(
 
 
 def test_heart_disease_missing_rows_dropped_as_flamby_does(
-    heart: FederationSpec, tmp_path: Path
+    heart: Federation, tmp_path: Path
 ) -> None:
     """The raw centre files with a header: '?' outside slope, ca and thal drops the row, and the
     rows left are FLamby's 303 / 261 / 46 / 130."""
@@ -189,7 +189,7 @@ def test_heart_disease_missing_rows_dropped_as_flamby_does(
 
 
 @needs_tcga
-def test_tcga_brca_regions(tcga: FederationSpec) -> None:
+def test_tcga_brca_regions(tcga: Federation) -> None:
     with (TCGA / "brca.csv").open(newline="") as f:
         reader = csv.reader(f)
         header = next(reader)

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from site_tasks import plan
+from fedmap import schema
 from site_tasks.federation import load_federation
-from site_tasks.rounds import run_name
+from site_tasks.runs import run_name
 from site_tasks.storage import Keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -438,20 +438,20 @@ def test_the_site_worker_opens_no_port_and_reads_its_data_read_only() -> None:
 
 
 def test_the_federation_example_loads_and_fits_the_site_bundle() -> None:
-    shape = plan.read_plan(EXAMPLE)
+    shape = schema.read_federation(EXAMPLE)
     config = load_federation(EXAMPLE)
     assert {site.tier for site in shape.sites} == {1, 2, 3}
     worker = services(SITE / "compose.yaml")["edge-worker"]
     targets = {target for _, target, _ in mounts(worker)}
     for site in shape.sites:
         assert site.queue != "default", f"{site.name}'s tasks would run at the centre"
-        assert site.data in {t.replace("${FEDMAP_SITE}", site.name) for t in targets}
+        assert str(site.data) in {t.replace("${FEDMAP_SITE}", site.name) for t in targets}
         if site.tier == 3:
-            assert site.output in {t.replace("${FEDMAP_SITE}", site.name) for t in targets}
+            assert str(site.output) in {t.replace("${FEDMAP_SITE}", site.name) for t in targets}
     assert str(config.state_dir) in targets
     # each side defines the connections the file names, under the names Airflow looks up
     scheduler = environment(services(CENTRE / "compose.yaml")["airflow-scheduler"])
-    for connection in (shape.storage_connection, shape.mlflow_connection):
+    for connection in (shape.require_storage().connection, shape.mlflow.connection):
         assert connection
         assert f"AIRFLOW_CONN_{connection.upper()}" in scheduler
         assert f"AIRFLOW_CONN_{connection.upper()}" in environment(worker)
@@ -603,7 +603,7 @@ def test_names_that_would_widen_a_policy_are_refused(
 
 
 def test_policy_names_follow_the_federation_file() -> None:
-    assert POLICY.NAME.pattern == plan.NAME.pattern
+    assert POLICY.NAME.pattern == schema.NAME.pattern
 
 
 def test_the_policy_command_prints_the_policy(capsys: pytest.CaptureFixture[str]) -> None:

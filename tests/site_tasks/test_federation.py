@@ -1,17 +1,23 @@
-"""The federation file: paths, names, defaults and the errors hospital IT will see."""
+"""The federation file as a task runs it: what ``load_federation`` adds to ``fedmap.schema``
+(the bucket, the contract, FedMAP built) and the errors hospital IT will see. The file's keys
+themselves are tested in ``tests/fedmap/test_schema.py``."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fedmap.config import ConfigError
-from site_tasks.federation import load_federation
+from fedmap.schema import Site, Storage, read_federation
+from fedmap.training import LocalTraining
+from site_tasks.federation import ModelConfig, load_federation
 
+ROOT = Path(__file__).resolve().parents[2]
 BASE: dict[str, object] = {
     "name": "fed",
     "run": "run-1",
@@ -28,12 +34,24 @@ def write(tmp_path: Path, body: Mapping[str, object]) -> Path:
 
 
 def test_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> None:
-    config = load_federation(write(tmp_path, BASE))
-    assert config.site("site-01").data == (tmp_path / "data" / "site-01").resolve()
+    path = write(tmp_path, BASE)
+    config = load_federation(path)
+    assert config.federation == read_federation(path)
+    assert (config.name, config.run, config.contract, config.target) == (
+        "fed",
+        "run-1",
+        "synthetic",
+        "label",
+    )
+    assert config.site("site-01") == Site("site-01", (tmp_path / "data" / "site-01").resolve())
+    assert dict(config.sites) == {"site-01": config.site("site-01")}
     assert config.state_dir == (tmp_path / ".state" / "site-state").resolve()
-    assert config.device == "auto"
+    assert (config.device, config.seed, config.rounds, config.min_sites) == ("auto", 0, 1, 1)
+    assert config.model == ModelConfig("mlp", 30) and config.training == LocalTraining()
     assert config.method.variance == 1.0 and math.isinf(config.method.input_variance or 0)
+    assert config.storage == Storage("b", "http://127.0.0.1:1")
     assert config.storage.region == "us-east-1" and config.storage.access_key_id is None
+    assert config.mlflow.tracking_uri is None and config.recipe.type == "binary"
 
 
 def test_fedmap_options_and_training_are_read(tmp_path: Path) -> None:
@@ -48,64 +66,82 @@ def test_fedmap_options_and_training_are_read(tmp_path: Path) -> None:
     assert config.rounds == 3 and config.model.name == "logreg" and config.target == "label"
 
 
+def test_a_task_may_override_the_run_the_rounds_the_model_and_training(tmp_path: Path) -> None:
+    config = load_federation(write(tmp_path, BASE))
+    changed = replace(
+        config,
+        run="second",
+        rounds=4,
+        state_dir=tmp_path / "elsewhere",
+        model=ModelConfig("mlp", 29),
+        training=LocalTraining(epochs=3),
+    )
+    assert (changed.run, changed.rounds, changed.state_dir) == ("second", 4, tmp_path / "elsewhere")
+    assert changed.model.n_features == 29 and changed.training.epochs == 3
+    assert changed.federation is config.federation and changed.name == "fed"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        # the file's own rules (fedmap.schema) reach a task unchanged
         ({"extra": 1}, "unknown key"),
+        ({"fedmap": {"variance": 1}}, "unknown key"),
         ({"storage": {"bucket": "b", "endpont_url": "x"}}, r"storage\.endpont_url"),
         ({"algorithm": {"varaince": 1}}, r"algorithm\.varaince"),
-        ({"algorithm": {"lr": -1}}, "algorithm"),
-        ({"fedmap": {"variance": 1}}, "unknown key"),
-        ({"task": {"contract": "synthetic", "modle": "mlp"}}, r"task\.modle"),
-        ({"mlflow": {"tracking_url": "x"}}, r"mlflow\.tracking_url"),
         ({"task": "synthetic"}, "task must be a mapping"),
-        ({"run": "bad name!"}, "run must be"),
-        ({"sites": {"site 01": {"data": "x"}}}, "sites.site 01"),
         ({"sites": {"site-01": "x"}}, r"sites\.site-01 must be"),
-        ({"sites": {}}, "sites must map"),
+        ({"min_sites": 5}, "min_sites must be between 1 and the 1 tier-1 sites"),
+        # what only a deployment checks
+        ({"task": {"contract": "synthetc"}}, "task.contract must be one of synthetic"),
+        ({"task": {"contract": "synthetic", "target": "y"}}, "task.target must be"),
+        ({"algorithm": {"method": "fedavg"}}, "algorithm.method must be one of fedmap"),
+        ({"algorithm": {"weighting": "votes"}}, "algorithm: .*weighting must be one of"),
+        ({"algorithm": {"variance": -1.0}}, "algorithm: "),
     ],
 )
-def test_errors_name_the_key(tmp_path: Path, change: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_federation(write(tmp_path, {**BASE, **change}))
+def test_errors_name_the_file_and_key(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    path = write(tmp_path, {**BASE, **change})
+    with pytest.raises(ConfigError, match=rf"^{path}: .*{message}"):
+        load_federation(path)
 
 
-def test_missing_required_key_and_unknown_site(tmp_path: Path) -> None:
-    body = dict(BASE)
-    del body["task"]
-    with pytest.raises(ConfigError, match="missing key 'task'"):
-        load_federation(write(tmp_path, body))
+def test_a_deployment_needs_its_bucket(tmp_path: Path) -> None:
+    path = write(tmp_path, {k: v for k, v in BASE.items() if k != "storage"})
+    with pytest.raises(ConfigError, match=rf"^{path}: missing key 'storage'"):
+        load_federation(path)
+
+
+def test_an_unknown_site_names_the_federation(tmp_path: Path) -> None:
     config = load_federation(write(tmp_path, BASE))
     with pytest.raises(ConfigError, match="site 'site-09' is not in federation 'fed'"):
         config.site("site-09")
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"task": {"contract": "synthetc"}}, "task.contract must be one of synthetic"),
-        ({"task": {"contract": "synthetic", "target": "y"}}, "task.target must be"),
-        ({"task": {"contract": "synthetic", "model": "cnn"}}, "task.model must be one of"),
-        ({"algorithm": {"method": "fedavg"}}, "algorithm.method must be one of fedmap"),
-        (
-            {"algorithm": {"prior": "laplace"}},
-            "algorithm.prior must be one of gaussian, diagonal, icnn",
-        ),
-        ({"algorithm": {"seed": "abc"}}, "algorithm.seed must be an integer"),
-        ({"algorithm": {"weighting": "votes"}}, "weighting must be one of"),
-        ({"device": "gpu"}, "device must be cpu, cuda or auto"),
-        ({"algorithm": {"rounds": 0}}, "algorithm.rounds must be a positive integer"),
-        ({"sites": {"site-01": {"data": "x", "output": "y"}}}, "only tier-3 sites"),
-        ({"storage": {"bucket": "b", "connection": "bad id!"}}, "storage.connection must be"),
-        ({"min_sites": 5}, "min_sites must be between 1 and the 1 tier-1 sites"),
-        ({"sites": {"site-01": {"data": "x", "tier": 4}}}, "tier must be 1, 2 or 3"),
-    ],
+    "path",
+    [*sorted((ROOT / "federations").glob("*.yaml")), ROOT / "infra/site/federation.example.yaml"],
+    ids=lambda p: p.name,
 )
-def test_setting_errors_are_config_errors(
-    tmp_path: Path, change: dict[str, object], message: str
+def test_every_committed_federation_runs(path: Path) -> None:
+    config = load_federation(path)
+    assert config.name == read_federation(path).name and config.storage.bucket == "fedmap"
+
+
+def test_the_demo_and_test_federations_load(
+    tmp_path: Path, make_federation: Callable[..., Path]
 ) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_federation(write(tmp_path, {**BASE, **change}))
+    from site_tasks.local.demo import write_federation
+    from site_tasks.local.stack import Stack
+
+    demo = load_federation(write_federation(Stack(tmp_path), rounds=3, seed=0, data=tmp_path))
+    assert (demo.rounds, demo.min_sites, demo.federation.schedule) == (3, 6, "@weekly")
+    assert {s.tier for s in demo.sites.values()} == {1, 2, 3}
+    made = load_federation(make_federation(n_sites=2, rounds=2, min_sites=2))
+    assert (made.rounds, made.min_sites, made.device, len(made.sites)) == (2, 2, "cpu", 2)
+    assert made.storage.endpoint_url is not None and made.storage.access_key_id is not None
 
 
 def test_cuda_without_a_gpu_is_a_clear_error() -> None:

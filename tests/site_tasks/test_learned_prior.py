@@ -129,6 +129,8 @@ def test_an_icnn_prior_is_refitted_each_round_and_its_updates_are_accepted(
     store.ensure_bucket()
     keys = Keys.of(config)
     server.init(config, store)
+    for site in config.sites:
+        assert validate(config, site, store).success
     for t in (1, 2):
         for site in config.sites:
             train(config, site, t, store)

@@ -30,6 +30,12 @@ def setup(make_federation: Callable[..., Path], **kw: object) -> tuple[Federatio
     return config, store
 
 
+def validated(config: FederationConfig, store: S3Store, *sites: str) -> None:
+    """Each site's validate task of the run: train checks its files against this record."""
+    for site in sites:
+        assert validate(config, site, store).success
+
+
 def run_round_1(config: FederationConfig, store: S3Store) -> None:
     server.init(config, store)
     for site in SITES:
@@ -67,6 +73,7 @@ def test_round_trip_init_train_aggregate(make_federation: Callable[..., Path]) -
 def test_train_is_idempotent(make_federation: Callable[..., Path]) -> None:
     config, store = setup(make_federation)
     server.init(config, store)
+    validated(config, store, "site-02")
     first = train(config, "site-02", 1, store)
     keys_before = store.list("")
     blob_before = store.get(Keys.of(config).update(1, "site-02")[0])
@@ -81,9 +88,10 @@ def test_train_without_a_committed_prior_writes_nothing(
     make_federation: Callable[..., Path],
 ) -> None:
     config, store = setup(make_federation)
+    validated(config, store, "site-01")
     with pytest.raises(PriorUnavailable, match="round 1 is not committed"):
         train(config, "site-01", 1, store)
-    assert store.list("") == []
+    assert store.list("") == [Keys.of(config).validation("site-01")]
 
 
 def _break_data(kind: str, folder: Path) -> tuple[str, str]:
@@ -152,6 +160,7 @@ def test_bad_site_data_excludes_only_that_site(
         train(config, "site-02", 1, store)
     assert not any("updates/site-02" in k for k in store.list(""))
     assert not state_path(config, "site-02", 1).exists()
+    validated(config, store, "site-01")
     train(config, "site-01", 1, store)
     result = server.aggregate(config, store, 1)
     assert result.contributed == ("site-01",)
@@ -243,6 +252,7 @@ def test_uploads_from_outside_the_federation_are_rejected_and_silent_members_lis
 ) -> None:
     config, store = setup(make_federation, n_train=100, n_val=40)
     server.init(config, store)
+    validated(config, store, "site-01", "site-02")
     train(config, "site-01", 1, store)
     train(config, "site-02", 1, store)
     # an intruder copies site-01's update under its own name and claims a huge omega
@@ -282,6 +292,7 @@ def test_a_prior_for_another_model_is_refused(make_federation: Callable[..., Pat
     from site_tasks.federation import ModelConfig
 
     server.init(dc_replace(config, model=ModelConfig("mlp", 29)), store)
+    validated(config, store, "site-01")
     with pytest.raises(PriorUnavailable, match="does not fit this site's mlp model on 30 features"):
         train(config, "site-01", 1, store)
     assert not any("updates/" in k for k in store.list(""))
@@ -295,6 +306,7 @@ def test_diverging_training_uploads_nothing(make_federation: Callable[..., Path]
 
     config, store = setup(make_federation, n_train=100, n_val=40)
     server.init(config, store)
+    validated(config, store, "site-01")
     wild = dc_replace(config, training=LocalTraining(epochs=3, batch_size=8, lr=1e20))
     with pytest.raises(TrainingDiverged, match="NaN or inf"):
         train(wild, "site-01", 1, store)

@@ -50,6 +50,7 @@ def test_the_default_recipe_reads_a_synthetic_site_exactly_as_before(
 ) -> None:
     config, store = _config(make_federation(n_sites=1, n_train=100, n_val=40))
     server.init(config, store)
+    assert validate(config, "site-01", store).success
     data = prepare(config, "site-01", 1, store).context.data
     before = standardise(read_site(config.site("site-01").data))
     for split in ("x_train", "y_train", "x_val", "y_val"):

@@ -7,10 +7,10 @@ import json
 import stat
 from pathlib import Path
 
+from fedmap.schema import read_federation
 from site_tasks.federation import load_federation
 from site_tasks.local.demo import TIERS, _fields, table, write_data, write_federation
 from site_tasks.local.stack import Stack
-from site_tasks.plan import read_plan
 
 
 def test_the_demo_federation_has_three_tiers_and_valid_files(tmp_path: Path) -> None:
@@ -18,10 +18,13 @@ def test_the_demo_federation_has_three_tiers_and_valid_files(tmp_path: Path) -> 
     write_data(data, seed=0)  # what the dvc stage demo_data runs
     assert sorted(p.name for p in data.iterdir()) == sorted([*TIERS, "truth"])
     path = write_federation(stack, rounds=3, seed=0, data=data)
-    config, plan = load_federation(path), read_plan(path)
+    config, plan = load_federation(path), read_federation(path)
     assert [len(plan.tier(t)) for t in (1, 2, 3)] == [10, 2, 2]
     assert config.rounds == 3 and config.min_sites == 6 and plan.schedule == "@weekly"
-    assert (plan.storage_connection, plan.mlflow_connection) == ("fedmap_s3", "fedmap_mlflow")
+    assert (plan.require_storage().connection, plan.mlflow.connection) == (
+        "fedmap_s3",
+        "fedmap_mlflow",
+    )
     assert all(config.site(s).queue == s for s in TIERS)  # each site on its own queue
     for name, site in config.sites.items():
         assert site.data == data / name

@@ -49,6 +49,7 @@ from site_tasks.site.score import (
     score_site,
     write_predictions,
 )
+from site_tasks.site.validate import validate
 from site_tasks.storage import Keys, S3Store
 
 SITE = "site-03"
@@ -153,6 +154,15 @@ def drop_column(path: Path, column: str) -> None:
         csv.writer(f, lineterminator="\n").writerows([r[:j] + r[j + 1 :] for r in rows])
 
 
+def validate_and_score(
+    config: FederationConfig, site: str, store: S3Store, rel: Release
+) -> ScoringSummary:
+    """A tier-3 site's inference run: its validate task (Great Expectations, once), then its
+    score task (which checks the files' digests against the site's own record)."""
+    validate(config, site, store)
+    return score_site(config, site, store, rel)
+
+
 # --- the happy path ------------------------------------------------------------------------------
 
 
@@ -161,7 +171,7 @@ def test_scores_every_row_with_reference_statistics_and_reports_counts_only(
 ) -> None:
     t = tier3(make_federation)
     rel = release()
-    summary = score_site(t.config, SITE, t.store, rel)
+    summary = validate_and_score(t.config, SITE, t.store, rel)
 
     path = default_output(t) / PREDICTIONS
     assert output_folder(t.config, SITE) == default_output(t)
@@ -237,13 +247,13 @@ def test_statistics_come_from_reference_and_a_row_does_not_depend_on_its_neighbo
     rel = release()
     path = default_output(t) / PREDICTIONS
 
-    score_site(t.config, SITE, t.store, rel)
+    validate_and_score(t.config, SITE, t.store, rel)
     first = probabilities(path)
 
     # a different population in reference.csv: same score rows, other statistics
     shifted = t.reference * 3.0 + 1.5
     write_features(t.folder / "reference.csv", shifted)
-    score_site(t.config, SITE, t.store, rel)
+    validate_and_score(t.config, SITE, t.store, rel)
     second = probabilities(path)
     np.testing.assert_allclose(second, expected_proba(rel, shifted, t.score), atol=1e-5, rtol=0)
     assert np.abs(first - second).max() > 0.05
@@ -253,11 +263,11 @@ def test_statistics_come_from_reference_and_a_row_does_not_depend_on_its_neighbo
 
     # one row alone gets exactly the probability it had inside the full file
     write_features(t.folder / "reference.csv", t.reference)
-    score_site(t.config, SITE, t.store, rel)
+    validate_and_score(t.config, SITE, t.store, rel)
     _, full = read_predictions(path)
     k = 7
     write_features(t.folder / "score.csv", t.score[k : k + 1])
-    summary = score_site(t.config, SITE, t.store, rel)
+    summary = validate_and_score(t.config, SITE, t.store, rel)
     assert summary.rows == 1 and summary.reference_rows == N_TRAIN
     _, single = read_predictions(path)
     assert len(single) == 1
@@ -275,7 +285,7 @@ def test_missing_column_in_score_csv_names_site_file_column_and_rule(
     t = tier3(make_federation)
     drop_column(t.folder / "score.csv", "x05")
     with pytest.raises(DataContractError) as info:
-        score_site(t.config, SITE, t.store, release())
+        validate_and_score(t.config, SITE, t.store, release())
     message = str(info.value)
     assert f"{SITE}: score.csv: column 'x05': " in message
     assert "expect_table_columns_to_match_ordered_list failed: the column is missing" in message
@@ -291,7 +301,7 @@ def test_a_cell_that_is_not_a_number_names_its_column_but_is_never_quoted(
     t = tier3(make_federation)
     rewrite_cell(t.folder / "score.csv", 3, "x07", TEXT_SENTINEL)
     with pytest.raises(DataContractError) as info:
-        score_site(t.config, SITE, t.store, release())
+        validate_and_score(t.config, SITE, t.store, release())
     message = str(info.value)
     assert f"{SITE}: score.csv: column 'x07': " in message
     assert "expect_column_values_to_be_in_type_list failed for 1 of 25 rows" in message
@@ -306,7 +316,7 @@ def test_too_few_reference_rows_is_refused(make_federation: Callable[..., Path])
     t = tier3(make_federation)
     write_features(t.folder / "reference.csv", t.reference[: MIN_REFERENCE_ROWS - 1])
     with pytest.raises(DataContractError) as info:
-        score_site(t.config, SITE, t.store, release())
+        validate_and_score(t.config, SITE, t.store, release())
     message = str(info.value)
     assert message.startswith(f"{SITE}: reference.csv: {MIN_REFERENCE_ROWS - 1} rows")
     assert f"at least {MIN_REFERENCE_ROWS}" in message
@@ -316,7 +326,7 @@ def test_too_few_reference_rows_is_refused(make_federation: Callable[..., Path])
 def test_exactly_min_reference_rows_is_enough(make_federation: Callable[..., Path]) -> None:
     t = tier3(make_federation)
     write_features(t.folder / "reference.csv", t.reference[:MIN_REFERENCE_ROWS])
-    summary = score_site(t.config, SITE, t.store, release())
+    summary = validate_and_score(t.config, SITE, t.store, release())
     assert summary.reference_rows == MIN_REFERENCE_ROWS
     np.testing.assert_allclose(
         probabilities(default_output(t) / PREDICTIONS),
@@ -343,7 +353,7 @@ def test_output_key_redirects_the_predictions(make_federation: Callable[..., Pat
     expected_folder = t.config.site(SITE).data.parents[1] / "site-03-predictions"
     assert t.config.site(SITE).output == expected_folder
     assert output_folder(t.config, SITE) == expected_folder
-    summary = score_site(t.config, SITE, t.store, release())
+    summary = validate_and_score(t.config, SITE, t.store, release())
     assert summary.predictions_file == PREDICTIONS
     assert sorted(p.name for p in expected_folder.iterdir()) == [PREDICTIONS]
     assert not default_output(t).exists()
@@ -408,11 +418,11 @@ def test_feature_columns_leave_out_the_target() -> None:
 def test_rescoring_overwrites_with_identical_bytes(make_federation: Callable[..., Path]) -> None:
     t = tier3(make_federation)
     path = default_output(t) / PREDICTIONS
-    first_summary = score_site(t.config, SITE, t.store, release())
+    first_summary = validate_and_score(t.config, SITE, t.store, release())
     first = path.read_bytes()
     key = Keys.of(t.config).inference(SITE)
     first_upload = t.store.get(key)
-    second_summary = score_site(t.config, SITE, t.store, release())
+    second_summary = validate_and_score(t.config, SITE, t.store, release())
     assert path.read_bytes() == first
     assert second_summary == first_summary
     assert t.store.get(key) == first_upload
@@ -509,7 +519,7 @@ def test_a_heart_disease_site_can_score(
     store = S3Store(config.storage)
     store.ensure_bucket()
     params: Params = {k: v.clone() for k, v in build_model("mlp", 13).state_dict().items()}
-    summary = score_site(config, SITE, store, Release(MODEL, VERSION, params))
+    summary = validate_and_score(config, SITE, store, Release(MODEL, VERSION, params))
     assert summary.rows == 5 and summary.reference_rows == 40
 
 
@@ -535,7 +545,7 @@ def test_a_file_that_passes_validation_can_be_scored(
     score = t.folder / "score.csv"
     score.write_bytes(damage(score.read_bytes()))
     try:
-        summary = score_site(t.config, SITE, t.store, release())
+        summary = validate_and_score(t.config, SITE, t.store, release())
     except DataContractError as exc:
         raw = t.store.get(Keys.of(t.config).validation(SITE))
         assert raw is not None
@@ -592,7 +602,7 @@ def test_a_heart_disease_site_scores_through_the_one_hot_recipe(
     store.ensure_bucket()
     torch.manual_seed(0)
     params: Params = {k: v * 5.0 for k, v in build_model("logreg", 13).state_dict().items()}
-    summary = score_site(config, SITE, store, Release(MODEL, VERSION, params))
+    summary = validate_and_score(config, SITE, store, Release(MODEL, VERSION, params))
     assert summary.rows == 30 and summary.reference_rows == 60
 
     # the training reader's features of the same rows (the target left in), standardised alike
@@ -609,7 +619,7 @@ def test_a_heart_disease_site_scores_through_the_one_hot_recipe(
     # a missing value in a kept column: the row cannot be scored, and the cell is not quoted
     rewrite_cell(scorer / "score.csv", 4, "trestbps", "?")
     with pytest.raises(DataContractError) as info:
-        score_site(config, SITE, store, Release(MODEL, VERSION, params))
+        validate_and_score(config, SITE, store, Release(MODEL, VERSION, params))
     assert str(info.value) == (
         f"{SITE}: score.csv: row 5, column 'trestbps': missing or infinite value; every feature "
         "of a row to score must be a number"
@@ -645,7 +655,7 @@ def test_a_survival_site_writes_risk_scores_not_probabilities(
     store.ensure_bucket()
     torch.manual_seed(0)
     params: Params = {k: v.clone() for k, v in build_model("logreg", 39).state_dict().items()}
-    summary = score_site(config, SITE, store, Release(MODEL, VERSION, params))
+    summary = validate_and_score(config, SITE, store, Release(MODEL, VERSION, params))
     assert summary.rows == 25 and summary.predicted_positive is None
 
     header, rows = read_predictions(default_output_of(config) / PREDICTIONS)

@@ -375,10 +375,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sites", default="10,50,150,400", help="federation sizes (10,50,150,400)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each run (3)")
     parser.add_argument("--parse-only", default="400x50", help="extra sizes only parsed (400x50)")
+    parser.add_argument(
+        "--config", type=Path, help="params.yaml: its scale section replaces the defaults above"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     parser.add_argument("--state", type=Path, default=REPO / ".state" / "bench-scale")
     args = parser.parse_args(argv)
     args.state = args.state.resolve()
+    memory_sites, memory_params = [10, 400], 250_000
+    if args.config:
+        from fedmap.config import load_config
+
+        section = load_config(args.config).scale
+        args.sites = ",".join(str(n) for n in section.get("sites", [10, 50, 150, 400]))
+        args.rounds = int(section.get("rounds", args.rounds))
+        args.parse_only = ",".join(section.get("parse_only", ["400x50"]))
+        memory_sites = [int(n) for n in section.get("memory_sites", memory_sites)]
+        memory_params = int(section.get("memory_params", memory_params))
     sizes = [int(s) for s in args.sites.split(",") if s]
     args.state.mkdir(parents=True, exist_ok=True)
     endpoint, s3 = s3_endpoint(args.state)
@@ -408,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from bench.aggregate_memory import peak_aggregate_memory
 
-        memory = [peak_aggregate_memory(n, 100_000) for n in (10, 400)]
+        memory = [peak_aggregate_memory(n, memory_params) for n in memory_sites]
     except ImportError as exc:  # the helper lands separately
         print(f"aggregate memory not measured: {exc}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

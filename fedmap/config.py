@@ -42,6 +42,8 @@ class ExperimentConfig:
     """bench/real.py's section: the methods, models and seeds compared on federations/*.yaml."""
     priors: dict[str, Any] = field(default_factory=dict)
     """bench/priors.py's section: the prior ablation and cost benchmark."""
+    scale: dict[str, Any] = field(default_factory=dict)
+    """bench/scale.py's section: federation sizes and rounds of the DAG's scale study."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.methods, Mapping):

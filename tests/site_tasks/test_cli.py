@@ -37,8 +37,11 @@ def test_usage_errors_exit_2(
     path = make_federation(n_sites=1, n_train=100, n_val=40)
     fed = ["--federation", str(path)]
     assert main(["train", *fed, "--site", "site-01", "--round", "1"]) == 2
+    assert "never validated in run 'test-run'" in caplog.text  # validate comes first
+    assert main(["validate", *fed, "--site", "site-01"]) == 2
     assert "NoSuchBucket" in caplog.text  # the centre has not run init yet
     S3Store(load_federation(path).storage).ensure_bucket()
+    assert main(["validate", *fed, "--site", "site-01"]) == 0
     assert main(["train", *fed, "--site", "site-01", "--round", "1"]) == 2
     assert "round 1 is not committed" in caplog.text
     assert main(["validate", *fed, "--site", "site-07"]) == 2

@@ -133,10 +133,12 @@ def airflow(stack: Stack, args: Sequence[str]) -> None:
         raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
 
-def dags_test(stack: Stack, dag_id: str, log: Path) -> tuple[str, str]:
+def dags_test(
+    stack: Stack, dag_id: str, log: Path, names: dict[str, list[str]] | None = None
+) -> tuple[str, str]:
     """``airflow dags test dag_id``, its log to a file and one progress line per finished task
     and per aggregated round (a train or aggregate poke that only waited prints nothing);
-    returns (run id, final state)."""
+    ``names``: the site at each map index of each mapped task. Returns (run id, final state)."""
     env = {**os.environ, **stack.environment()}
     log.parent.mkdir(parents=True, exist_ok=True)
     count, state, run = 0, "?", ("", "unknown")
@@ -161,17 +163,20 @@ def dags_test(stack: Stack, dag_id: str, log: Path) -> tuple[str, str]:
                     count += 1
                     task = fields.get("task_id", "?")
                     index = fields.get("map_index", "-1")
-                    name = task if index == "-1" else f"{task} #{index}"
+                    sites = (names or {}).get(task, [])
+                    site = sites[int(index)] if 0 <= int(index) < len(sites) else f"#{index}"
+                    name = task if index == "-1" else f"{task} [{site}]"
                     print(f"  [{count:3d}] {name:32s} {state}", flush=True)
                 state = "?"
             elif " aggregated: " in line and "round " in line:
-                said = line[line.index("round ") :].split(" [")[0].strip()
+                said = line[line.index("round ") :].split(" (")[0].strip()
                 print(f"  {time.monotonic() - started:6.1f} s  {said}", flush=True)
             elif "DagRun Finished" in line:
                 run = (fields.get("run_id", ""), fields.get("state", "unknown"))
         code = proc.wait()
     if code or not run[0]:
         raise RuntimeError(f"airflow dags test {dag_id} exited with {code}; see {log}")
+    print(f"  {dag_id}: {run[1]} in {time.monotonic() - started:.0f} s", flush=True)
     return run
 
 
@@ -285,11 +290,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         airflow(stack, ["db", "migrate"])
         logs = stack.state / "demo" / "logs"
         print(f"airflow dags test fedmap_{FEDERATION} (log: {logs}/federation.log)", flush=True)
-        run_id, state = dags_test(stack, f"fedmap_{FEDERATION}", logs / "federation.log")
+        members = [n for n, tier in sorted(TIERS.items()) if tier in (1, 2)]
+        names = {
+            "validate": members,
+            "finalise": members,
+            "train": [n for n, tier in sorted(TIERS.items()) if tier == 1],
+            "score": [n for n, tier in sorted(TIERS.items()) if tier == 3],
+        }
+        run_id, state = dags_test(stack, f"fedmap_{FEDERATION}", logs / "federation.log", names)
         if state != "success":
             raise RuntimeError(f"fedmap_{FEDERATION} run {run_id} ended {state}; see {logs}")
         print(f"airflow dags test fedmap_{FEDERATION}_inference", flush=True)
-        scored, state = dags_test(stack, f"fedmap_{FEDERATION}_inference", logs / "inference.log")
+        scored, state = dags_test(
+            stack, f"fedmap_{FEDERATION}_inference", logs / "inference.log", names
+        )
         if state != "success":
             raise RuntimeError(f"inference run {scored} ended {state}; see {logs}")
         summary = summarise(stack, path, run_id)

@@ -131,6 +131,19 @@ def settings(fed: Federation, site: bool = False) -> Iterator[None]:
                 os.environ[name] = value
 
 
+@contextmanager
+def at_site(fed: Federation, site: str) -> Iterator[None]:
+    """Run a site's step with the federation's connections; a site excluded from the run (its
+    data broke the contract) is skipped, with the reason in its log."""
+    from site_tasks.runs import SiteExcluded
+
+    try:
+        with settings(fed, site=True):
+            yield
+    except SiteExcluded as exc:
+        raise AirflowSkipException(f"{site} excluded from this run: {exc}") from exc
+
+
 def _states(task_id: str) -> dict[str, str]:
     """This run's task states of task_id: ``{task_id: state}``, or ``{task_id_<i>: state}`` for
     each map index i of a mapped task."""
@@ -165,14 +178,10 @@ def build(fed: Federation) -> Any:
 
         @task(map_index_template=SITE_NAME)
         def validate(site: str, site_queues: list[str]) -> int:
-            from site_tasks.runs import SiteExcluded
             from site_tasks.site import steps
 
-            try:
-                with settings(fed, site=True):
-                    return steps.validate_site(Path(path), _run_id(), site)
-            except SiteExcluded as exc:
-                raise AirflowSkipException(f"{site} excluded from this run: {exc}") from exc
+            with at_site(fed, site):
+                return steps.validate_site(Path(path), _run_id(), site)
 
         @task.sensor(
             mode="reschedule",
@@ -186,7 +195,6 @@ def build(fed: Federation) -> Any:
             execution_timeout=TRAIN_TIMEOUT,
         )
         def train(site: str, site_queues: list[str]) -> PokeReturnValue:
-            from site_tasks.runs import SiteExcluded
             from site_tasks.site import steps
 
             if _states("aggregate").get("aggregate") in ENDED:
@@ -194,11 +202,8 @@ def build(fed: Federation) -> Any:
                     f"{site}: the centre's aggregate failed, so no further prior will come; "
                     "clear the run's failed tasks to resume"
                 )
-            try:
-                with settings(fed, site=True):
-                    step = steps.train_step(Path(path), _run_id(), site, wait_s=WAIT_S)
-            except SiteExcluded as exc:
-                raise AirflowSkipException(f"{site} excluded from this run: {exc}") from exc
+            with at_site(fed, site):
+                step = steps.train_step(Path(path), _run_id(), site, wait_s=WAIT_S)
             return PokeReturnValue(is_done=step.done, xcom_value=step.next_round - 1)
 
         @task.sensor(
@@ -231,14 +236,10 @@ def build(fed: Federation) -> Any:
 
         @task(map_index_template=SITE_NAME)
         def finalise(site: str, site_queues: list[str]) -> float:
-            from site_tasks.runs import SiteExcluded
             from site_tasks.site import steps
 
-            try:
-                with settings(fed, site=True):
-                    return steps.finalise_site(Path(path), _run_id(), site)
-            except SiteExcluded as exc:
-                raise AirflowSkipException(f"{site} excluded from this run: {exc}") from exc
+            with at_site(fed, site):
+                return steps.finalise_site(Path(path), _run_id(), site)
 
         # all_done: a site whose evaluation fails is left out, not allowed to block the release
         @task(trigger_rule="all_done")

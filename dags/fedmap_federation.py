@@ -50,6 +50,7 @@ from airflow.sdk import Asset, PokeReturnValue, dag, get_current_context, task
 from airflow.sdk.exceptions import (
     AirflowFailException,
     AirflowNotFoundException,
+    AirflowRescheduleException,
     AirflowSkipException,
 )
 
@@ -61,6 +62,9 @@ FEDERATIONS = Path(
 RETRIES = int(os.environ.get("FEDMAP_TRAIN_RETRIES", "2"))
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("FEDMAP_RETRY_DELAY_S", "30")))
 TRAIN_TIMEOUT = timedelta(minutes=float(os.environ.get("FEDMAP_TRAIN_TIMEOUT_MIN", "60")))
+AGGREGATE_RETRIES = int(os.environ.get("FEDMAP_AGGREGATE_RETRIES", "2"))
+"""Retries of the centre's aggregate after an error that is not a decision (a lost node, the
+executor's late report of a poke, apache/airflow#71172); below the quorum it fails at once."""
 GATE_TOLERANCE = float(os.environ.get("FEDMAP_GATE_TOLERANCE", "0.01"))
 POKE_S = float(os.environ.get("FEDMAP_POKE_INTERVAL_S", "0"))
 """Seconds between two pokes of a site's waiting train task: 0 suits ``dags test`` and the
@@ -68,11 +72,15 @@ LocalExecutor; on edge workers it must outlast a poke's wind-down (``make federa
 ``infra/`` set 10 s), or the worker's late "success" of one poke lands on the next poke's job
 and fails it (apache/airflow#71172, unfixed in 3.3.2)."""
 AGGREGATE_POKE_S = float(os.environ.get("FEDMAP_AGGREGATE_POKE_S", "0"))
-"""Seconds between two pokes of the centre's aggregate (it runs on the centre's executor, which
-the race above does not reach)."""
+"""Seconds between two pokes of the centre's aggregate. The same race reached the centre's
+LocalExecutor on a loaded machine (2 s failed at load 5; ``make federation-up`` sets 10 s)."""
 WAIT_S = float(os.environ.get("FEDMAP_TRAIN_WAIT_S", "0"))
 """How long one poke of a train task keeps polling for the next prior before it gives its
 worker slot back (0 in ``dags test``, which runs one task at a time)."""
+BACKOFF_MAX_S = float(os.environ.get("FEDMAP_POKE_BACKOFF_MAX_S", "0"))
+"""Above 0: a site's train task that has trained its round and waits for the next prior pokes
+less often the longer it has waited (half its wait so far, at least the poke interval, at most
+this), so the sites that have not trained yet get the worker slots. 0 (``dags test``): off."""
 RUN_TIMEOUT = timedelta(hours=float(os.environ.get("FEDMAP_RUN_TIMEOUT_H", "72")))
 """How long the rounds of one run may take in all (a sensor's ``timeout``)."""
 ENDED = frozenset({"failed", "upstream_failed", "skipped", "removed"})
@@ -204,6 +212,10 @@ def build(fed: Federation) -> Any:
                 )
             with at_site(fed, site):
                 step = steps.train_step(Path(path), _run_id(), site, wait_s=WAIT_S)
+            if BACKOFF_MAX_S > 0 and step.trained is None and not step.done:
+                wait = min(BACKOFF_MAX_S, max(POKE_S, step.idle_s / 2))
+                when = pendulum.now("UTC") + timedelta(seconds=wait)
+                raise AirflowRescheduleException(when)  # type: ignore[no-untyped-call]
             return PokeReturnValue(is_done=step.done, xcom_value=step.next_round - 1)
 
         @task.sensor(
@@ -211,9 +223,14 @@ def build(fed: Federation) -> Any:
             poke_interval=AGGREGATE_POKE_S,
             timeout=RUN_TIMEOUT.total_seconds(),
             trigger_rule="all_done",
+            retries=AGGREGATE_RETRIES,
+            retry_delay=RETRY_DELAY,
         )
         def aggregate() -> PokeReturnValue:
+            from fedmap.server import NoValidUpdates
             from site_tasks.centre import steps
+            from site_tasks.centre.server import PriorConflict, QuorumNotMet
+            from site_tasks.runs import RoundNotReady
 
             # out of the run: a site whose validation did not succeed, or whose train task ended
             trains, checks = _states("train"), _states("validate")
@@ -224,8 +241,11 @@ def build(fed: Federation) -> Any:
                 if trains.get(f"train_{i}") in ENDED
                 or checks.get(f"validate_{index[s.name]}") != "success"
             }
-            with settings(fed):
-                step = steps.aggregate_step(Path(path), _run_id(), ended, read_validation=False)
+            try:
+                with settings(fed):
+                    step = steps.aggregate_step(Path(path), _run_id(), ended, read_validation=False)
+            except (QuorumNotMet, NoValidUpdates, PriorConflict, RoundNotReady) as exc:
+                raise AirflowFailException(str(exc)) from exc  # a decision: no retry changes it
             if step.aggregated is not None:
                 get_current_context()["ti"].xcom_push(
                     key=f"round_{step.aggregated}", value=step.as_dict()

@@ -63,10 +63,13 @@ previous poke: edge3 keys a job by its task instance and try, which every poke o
 ``reschedule`` sensor shares, so a poke re-queued before the worker has reported the previous one
 done gets that report ("success" for a running task), and the scheduler fails it. The tail was
 5 s on 2 loaded cores (the task process's exit, then the worker's next loop)."""
-TRAIN_WAIT_S = "30"
+TRAIN_WAIT_S = "0"
 """``FEDMAP_TRAIN_WAIT_S``: how long one ``train`` poke polls for the next prior before it gives
-its worker slot back, so a site waiting on the centre costs one task start per 40 s, and one
-trained round costs one poke interval at most."""
+its worker slot back. 0: a waiting poke holding a slot for 30 s starved the sites that had not
+trained yet (at 30 sites on 4 slots, map indexes 12-29 never got a slot in 6 minutes)."""
+BACKOFF_MAX_S = "60"
+"""``FEDMAP_POKE_BACKOFF_MAX_S``: a waiting site pokes less often the longer it has waited, so the
+slots go to the sites that still have to train."""
 
 
 @dataclass(frozen=True)
@@ -198,8 +201,10 @@ class Deployment:
             # the DAG's sensors: the DAG processor reads the poke interval, a worker the wait
             "FEDMAP_POKE_INTERVAL_S": os.environ.get("FEDMAP_POKE_INTERVAL_S", POKE_S),
             "FEDMAP_TRAIN_WAIT_S": os.environ.get("FEDMAP_TRAIN_WAIT_S", TRAIN_WAIT_S),
-            # aggregate runs at the centre (LocalExecutor), which the race above does not reach
-            "FEDMAP_AGGREGATE_POKE_S": os.environ.get("FEDMAP_AGGREGATE_POKE_S", "2"),
+            "FEDMAP_POKE_BACKOFF_MAX_S": os.environ.get("FEDMAP_POKE_BACKOFF_MAX_S", BACKOFF_MAX_S),
+            # the late-report race (above) reached the centre's LocalExecutor too at load 5 with
+            # 2 s; 10 s passed
+            "FEDMAP_AGGREGATE_POKE_S": os.environ.get("FEDMAP_AGGREGATE_POKE_S", "10"),
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "XDG_CACHE_HOME": str(self.state / "cache"),
             "XDG_CONFIG_HOME": str(self.state / "config"),

@@ -54,6 +54,8 @@ class TrainStep:
     """The first round the site has not trained (rounds + 1 once it trained them all)."""
     done: bool
     """Every round trained and the last round's prior aggregated: nothing left for this site."""
+    idle_s: float = 0.0
+    """How long the site has waited since it trained its last round (0 before round 1)."""
 
 
 def train_step(
@@ -73,16 +75,18 @@ def train_step(
     while t <= config.rounds and training.state_path(config, site, t).is_file():
         t += 1
     deadline = time.monotonic() + wait_s
+    last = training.state_path(config, site, t - 1)
     while True:
+        idle = max(0.0, time.time() - last.stat().st_mtime) if t > 1 else 0.0
         if t > config.rounds:
             finished = store.get(keys.prior(config.rounds + 1)[1]) is not None
-            return TrainStep(None, t, finished)
+            return TrainStep(None, t, finished, idle)
         if store.get(keys.prior(t)[1]) is not None:
             training.train(config, site, t, store, device)
             done = t == config.rounds and store.get(keys.prior(t + 1)[1]) is not None
             return TrainStep(t, t + 1, done)
         if time.monotonic() >= deadline:
-            return TrainStep(None, t, False)
+            return TrainStep(None, t, False, idle)
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 

@@ -30,6 +30,7 @@ def _load_dags(folder: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("FEDMAP_FEDERATIONS_DIR", str(folder))
     monkeypatch.setenv("FEDMAP_RETRY_DELAY_S", "0.1")
     monkeypatch.setenv("FEDMAP_TRAIN_RETRIES", "1")
+    monkeypatch.setenv("FEDMAP_AGGREGATE_RETRIES", "0")  # a failed aggregate stays failed
     spec = importlib.util.spec_from_file_location(f"fedmap_dags_{uuid.uuid4().hex}", DAG_FILE)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

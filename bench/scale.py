@@ -361,7 +361,18 @@ def markdown(
     if memory:
         keys = list(memory[0])
         out += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        out += ["| " + " | ".join(str(m[k]) for k in keys) + " |" for m in memory]
+        out += [
+            "| "
+            + " | ".join(f"{m[k]:.2f}" if isinstance(m[k], float) else str(m[k]) for k in keys)
+            + " |"
+            for m in memory
+        ]
+        out += [
+            "",
+            "Each path in a fresh process on the same stored updates: growth of resident memory",
+            "while aggregating (the streaming path folds in one update at a time; the batch path,",
+            "what had landed before, holds them all).",
+        ]
     else:
         out.append("(not measured in this run)")
     out += ["", *edge_section(), "", *targets(rows, parses, memory)]
@@ -386,6 +397,11 @@ def edge_section() -> list[str]:
         "cores), table copied from [scale_edge.md](scale_edge.md):",
         "",
         *EDGE.read_text().strip().splitlines(),
+        "",
+        "This is slower than what had landed: the unrolled DAG took 12.8 s a round at 3 sites on",
+        "the same deployment. A sensor's poke waits for the scheduler to pick it up after its",
+        "reschedule time (32 s median here, at load 6), and every round pays that twice (the",
+        "sites' train, then the aggregate). See docs/deploy.md for the poke settings and why.",
     ]
 
 
@@ -406,14 +422,12 @@ def targets(
             f"| 400 sites x 50 rounds parse in < 1 s into <= 1,300 tasks | {p['parse_s']:.3f} s, "
             f"{p['tasks']} tasks, {p['instances']:,} task instances | {_met(ok)} |"
         )
-    overheads = [
-        r["train_overhead_s"] for r in rows if r["train_overhead_s"] == r["train_overhead_s"]
-    ]
-    if overheads:
-        worst = max(overheads)
+    for r in rows:
+        ok = r["train_overhead_s"] <= 0.3
         out.append(
             f"| a train task's overhead beyond its MAP step <= 0.3 s (before: "
-            f"{BEFORE_TRAIN_OVERHEAD_S} s) | {min(overheads):.3f}-{worst:.3f} s | {_met(worst <= 0.3)} |"
+            f"{BEFORE_TRAIN_OVERHEAD_S} s), {r['sites']} sites | {r['train_overhead_s']:.3f} s | "
+            f"{_met(ok)} |"
         )
     for r in rows:
         if (r["sites"], r["rounds"]) == (150, 3):
@@ -434,9 +448,12 @@ def targets(
             )
     out += [
         "",
-        "Load: these runs shared the 2 cores with other work (load average 3-5 during the 150- and",
-        "400-site runs), so absolute times are high; per-task overheads compare with the figures",
-        "from before, which were taken on the same kind of machine.",
+        "Load: these runs shared the 2 cores with other work (load average 3-6 during the 150- and",
+        "400-site runs and the edge run), so absolute times are high. At 400 sites a task's",
+        "overhead grows to 0.5 s because `dags test`'s own scheduling loop walks the run's 1,204",
+        "task instances between tasks. At 150 sites validation is half the run: Great",
+        "Expectations takes about 1.8 s a site, one site after another in one process; at a real",
+        "consortium each site validates on its own machine, in parallel.",
     ]
     return out
 

@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from site_tasks.local.stack import Stack, free_port, start_s3, stop
+
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILE = REPO / "dags" / "fedmap_federation.py"
 BIN = Path(sys.executable).parent
@@ -70,31 +72,36 @@ class RunTimes:
     state: str = "unknown"
 
 
-def write_federation(root: Path, sites: int, rounds: int, endpoint: dict[str, str]) -> Path:
-    """A federation of ``sites`` small synthetic sites, in its own federations/ folder."""
+def write_sites(data: Path, sites: int) -> list[str]:
+    """``sites`` small label-skew sites ``h000``, ``h001``, ... under data (100 training and 40
+    validation rows; the scenario's 10 sites reused in turn); returns their names."""
     from fedmap.data import write_site
     from fedmap.synthetic import generate
 
-    data = root / "data"
     base = generate("label-skew", 0)
-    for k in range(sites):
+    names = [f"h{k:03d}" for k in range(sites)]
+    for k, name in enumerate(names):
         split = base[k % len(base)]
         small = replace(
             split,
-            name=f"h{k:03d}",
+            name=name,
             x_train=split.x_train[:100],
             y_train=split.y_train[:100],
             x_val=split.x_val[:40],
             y_val=split.y_val[:40],
         )
         write_site(small, data)
+    return names
+
+
+def write_federation(root: Path, sites: int, rounds: int, endpoint: dict[str, str]) -> Path:
+    """A federation of ``sites`` small synthetic sites, in its own federations/ folder."""
+    names = write_sites(root / "data", sites)
     body = {
         "name": NAME,
         "task": {"contract": "synthetic", "target": "label", "model": "mlp", "n_features": 30},
         "algorithm": {"rounds": rounds, "epochs": 1, "batch_size": 32, "lr": 0.01},
-        "sites": {
-            f"h{k:03d}": {"data": f"../data/h{k:03d}", "queue": f"h{k:03d}"} for k in range(sites)
-        },
+        "sites": {n: {"data": f"../data/{n}", "queue": n} for n in names},
         "min_sites": max(1, sites // 2),
         "storage": {"bucket": f"scale-{sites}-{rounds}", **endpoint},
         "device": "cpu",
@@ -215,39 +222,14 @@ def map_step_seconds(path: Path, repeats: int = 5) -> float:
     return statistics.median(seconds)
 
 
-def s3_endpoint(state: Path) -> tuple[dict[str, str], subprocess.Popen[bytes]]:
-    """A fresh ``rclone serve s3`` on a free loopback port, and its settings for the file."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = state / "s3"
-    root.mkdir(parents=True, exist_ok=True)
-    key, secret = "scale-bench", "scale-bench-secret"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "rclone"),
-            "serve",
-            "s3",
-            str(root),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            f"{key},{secret}",
-            "--config",
-            "/dev/null",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
-    endpoint = {
-        "endpoint_url": f"http://127.0.0.1:{port}",
-        "access_key_id": key,
-        "secret_access_key": secret,
-    }
-    return endpoint, proc
+def s3_endpoint(state: Path) -> tuple[dict[str, str], Stack]:
+    """The local S3 server (``rclone serve s3``, as ``make up`` starts it) on a free loopback
+    port under ``state``, and its settings for the federation file; stop it with
+    ``stop(stack, "s3")``."""
+    stack = Stack(state, s3_port=free_port())
+    start_s3(stack)
+    key, secret = stack.credentials()
+    return {"endpoint_url": stack.s3_url, "access_key_id": key, "secret_access_key": secret}, stack
 
 
 def run_size(state: Path, sites: int, rounds: int, endpoint: dict[str, str]) -> dict[str, Any]:
@@ -524,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(row)
             parses.append({k: row[k] for k in ("sites", "rounds", "parse_s", "tasks", "instances")})
     finally:
-        s3.terminate()
+        stop(s3, "s3")
     memory: list[dict[str, Any]] = []
     try:
         from bench.aggregate_memory import peak_aggregate_memory

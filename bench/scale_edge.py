@@ -18,22 +18,22 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from site_tasks.local.edge import Deployment, default_slots, down, pg_data, up
+from bench.scale import write_sites
+from site_tasks.local.edge import Deployment, api, default_slots, down, pg_data, sql, up
+from site_tasks.local.edge import wait_until as wait_for
+from site_tasks.local.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "scale_edge"
@@ -53,12 +53,6 @@ def log(message: str) -> None:
     print(f"[scale_edge {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def bucket(sites: int, rounds: int) -> str:
     return f"scale-edge-{sites}-{rounds}"
 
@@ -67,22 +61,7 @@ def write_federation(root: Path, sites: int, rounds: int) -> Path:
     """``sites`` small synthetic label-skew sites (100 training, 40 validation rows; the 10
     scenario sites reused in turn, as in ``bench/scale.py``), each on its own queue, storage
     through the deployment's ``fedmap_s3`` connection."""
-    from fedmap.data import write_site
-    from fedmap.synthetic import generate
-
-    base = generate("label-skew", 0)
-    names = [f"h{k:03d}" for k in range(sites)]
-    for k, name in enumerate(names):
-        split = base[k % len(base)]
-        small = replace(
-            split,
-            name=name,
-            x_train=split.x_train[:100],
-            y_train=split.y_train[:100],
-            x_val=split.x_val[:40],
-            y_val=split.y_val[:40],
-        )
-        write_site(small, root / "data")
+    names = write_sites(root / "data", sites)
     body = {
         "name": NAME,
         "task": {"contract": "synthetic", "target": "label", "model": "mlp", "n_features": 30},
@@ -96,42 +75,6 @@ def write_federation(root: Path, sites: int, rounds: int) -> Path:
     path = root / f"{NAME}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
-
-
-def sql(d: Deployment, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    import psycopg2  # type: ignore[import-untyped]
-
-    connection = psycopg2.connect(
-        host="127.0.0.1", port=d.pg_port, user="postgres", dbname="airflow"
-    )
-    try:
-        with connection.cursor() as cur:
-            cur.execute(query, tuple(params))
-            return list(cur.fetchall())
-    finally:
-        connection.close()
-
-
-def api(d: Deployment, method: str, path: str, body: object = None) -> Any:
-    """One call of the centre's REST API, as an admin (``simple_auth_manager_all_admins``)."""
-    with urllib.request.urlopen(f"{d.api_url}/auth/token", timeout=30) as reply:
-        token = json.load(reply)["access_token"]
-    request = urllib.request.Request(
-        f"{d.api_url}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        return json.load(reply)
-
-
-def wait_for(what: str, check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:.0f} s")
-        time.sleep(1)
 
 
 def run_state(d: Deployment) -> str:

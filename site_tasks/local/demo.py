@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from fedmap.schema import read_federation
 from site_tasks.local.stack import BIN, REPO, Stack, start_mlflow, start_s3, stop
 
 FEDERATION = "demo"
@@ -290,12 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         airflow(stack, ["db", "migrate"])
         logs = stack.state / "demo" / "logs"
         print(f"airflow dags test fedmap_{FEDERATION} (log: {logs}/federation.log)", flush=True)
-        members = [n for n, tier in sorted(TIERS.items()) if tier in (1, 2)]
+        # the site at each map index: the DAG maps over the file's sites in its order
+        fed = read_federation(path)
+        members = [s.name for s in fed.tier(1, 2)]
         names = {
             "validate": members,
             "finalise": members,
-            "train": [n for n, tier in sorted(TIERS.items()) if tier == 1],
-            "score": [n for n, tier in sorted(TIERS.items()) if tier == 3],
+            "train": [s.name for s in fed.tier(1)],
+            "score": [s.name for s in fed.tier(3)],
         }
         run_id, state = dags_test(stack, f"fedmap_{FEDERATION}", logs / "federation.log", names)
         if state != "success":

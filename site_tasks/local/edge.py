@@ -28,9 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedmap.schema import read_federation
 from site_tasks.local.stack import (
@@ -436,6 +438,44 @@ def example_federation(d: Deployment) -> Path:
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else None
+
+
+def api(d: Deployment, method: str, path: str, body: object = None) -> Any:
+    """One call of the centre's REST API, as an admin (``simple_auth_manager_all_admins``)."""
+    with urllib.request.urlopen(f"{d.api_url}/auth/token", timeout=30) as reply:
+        token = json.load(reply)["access_token"]
+    request = urllib.request.Request(
+        f"{d.api_url}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.load(reply)
+
+
+def sql(d: Deployment, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of one query on the deployment's Airflow metadata database."""
+    import psycopg2  # type: ignore[import-untyped]
+
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=d.pg_port, user="postgres", dbname="airflow"
+    )
+    try:
+        with connection.cursor() as cur:
+            cur.execute(query, tuple(params))
+            return list(cur.fetchall())
+    finally:
+        connection.close()
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float) -> None:
+    """Poll check() every second until it is truthy; TimeoutError naming what after timeout."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} within {timeout:.0f} s")
+        time.sleep(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,10 +16,10 @@ Nothing here imports Great Expectations or pandas.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from fedmap.report import write_atomic
 from site_tasks.federation import FederationConfig
 from site_tasks.site.contracts import (
     Contract,
@@ -59,10 +59,7 @@ def keep_record(config: FederationConfig, site: str, summary: ValidationSummary)
     """Save the summary at the site, through a temporary file and a rename; a re-run of validate
     replaces it."""
     path = record_path(config, site)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(summary.to_json())
-    os.replace(tmp, path)
+    write_atomic(path, summary.to_json())
     return path
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -27,8 +25,18 @@ from typing import Any
 import pytest
 import yaml
 
-from site_tasks.local.edge import Deployment, Worker, down, pg_data, start_worker, up
-from site_tasks.local.stack import BIN, stop
+from site_tasks.local.edge import (
+    Deployment,
+    Worker,
+    api,
+    down,
+    pg_data,
+    sql,
+    start_worker,
+    up,
+)
+from site_tasks.local.edge import wait_until as wait
+from site_tasks.local.stack import BIN, free_port, stop
 
 pytestmark = pytest.mark.distributed
 SITES = ("site-01", "site-02", "site-03")
@@ -37,12 +45,6 @@ ROUNDS = 3
 DAG = "fedmap_edge"
 SITE_TASKS = ("validate", "train", "finalise")
 CENTRE_TASKS = ("start", "aggregate", "register", "release")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_federation(root: Path) -> Path:
@@ -73,47 +75,11 @@ def write_federation(root: Path) -> Path:
     return path
 
 
-def sql(d: Deployment, query: str) -> list[tuple[Any, ...]]:
-    import psycopg2  # type: ignore[import-untyped]
-
-    connection = psycopg2.connect(
-        host="127.0.0.1", port=d.pg_port, user="postgres", dbname="airflow"
-    )
-    try:
-        with connection.cursor() as cur:
-            cur.execute(query)
-            return list(cur.fetchall())
-    finally:
-        connection.close()
-
-
-def wait(what: str, check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} within {timeout:.0f} s")
-        time.sleep(1)
-
-
 def airflow(d: Deployment, *args: str) -> str:
     env = {**os.environ, **d.centre_env()}
     done = subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
-
-
-def api(d: Deployment, method: str, path: str, body: object = None) -> Any:
-    """One call of the centre's REST API, as an admin (``simple_auth_manager_all_admins``)."""
-    with urllib.request.urlopen(f"{d.api_url}/auth/token", timeout=30) as reply:
-        token = json.load(reply)["access_token"]
-    request = urllib.request.Request(
-        f"{d.api_url}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as reply:
-        return json.load(reply)
 
 
 @pytest.fixture(scope="module")

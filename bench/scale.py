@@ -111,6 +111,10 @@ def write_federation(root: Path, sites: int, rounds: int, endpoint: dict[str, st
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{NAME}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
+    from site_tasks import trust  # every site's enrolment, on this one machine
+    from site_tasks.federation import load_federation
+
+    trust.enrol_all(load_federation(path))
     return path
 
 

@@ -51,10 +51,27 @@ class Manifest:
     metrics: Mapping[str, float] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Small, non-tensor facts about a prior (model name, seed site); never data."""
+    federation: str = ""
+    run: str = ""
+    """The federation and run the message belongs to: signed, so it cannot be replayed in another."""
+    nonce: str = ""
+    """Random hex, fresh for every message: two signed messages are never byte-identical."""
+    key_id: str = ""
+    signature: str = ""
+    """Ed25519 over every other field (``fedmap.signing.canonical``); empty when unsigned."""
 
     def to_json(self) -> str:
-        body = {
+        return json.dumps(self.body(), indent=1, sort_keys=True, allow_nan=True) + "\n"
+
+    def body(self) -> dict[str, Any]:
+        """The manifest as a JSON object; what ``fedmap.signing`` signs, less the signature."""
+        return {
             "version": MANIFEST_VERSION,
+            "federation": self.federation,
+            "run": self.run,
+            "nonce": self.nonce,
+            "key_id": self.key_id,
+            "signature": self.signature,
             "kind": self.kind,
             "round": self.round,
             "site": self.site,
@@ -67,7 +84,6 @@ class Manifest:
             },
             "extra": dict(self.extra),
         }
-        return json.dumps(body, indent=1, sort_keys=True, allow_nan=True) + "\n"
 
     @staticmethod
     def from_json(text: str | bytes) -> Manifest:
@@ -106,6 +122,11 @@ class Manifest:
                 log_omega=_float(body, "log_omega", 0.0),
                 metrics={str(k): _float(metrics, k) for k in metrics},
                 extra=_field(body, "extra", dict, {}),
+                federation=_field(body, "federation", str, ""),
+                run=_field(body, "run", str, ""),
+                nonce=_field(body, "nonce", str, ""),
+                key_id=_field(body, "key_id", str, ""),
+                signature=_field(body, "signature", str, ""),
             )
         except MessageError:
             raise

@@ -50,10 +50,12 @@ TOP_LEVEL = frozenset(
         "mlflow",
         "device",
         "state_dir",
+        "bounds",
+        "trust",
     }
 )
 REQUIRED = ("name", "task", "sites")
-SECTIONS = ("task", "algorithm", "storage", "mlflow")
+SECTIONS = ("task", "algorithm", "storage", "mlflow", "bounds", "trust")
 SITE_KEYS = frozenset({"data", "tier", "queue", "output"})
 TASK_KEYS = ("contract", "model", "n_features")
 """The keys of ``task`` that are not the recipe (:class:`TabularTask`)."""
@@ -246,6 +248,30 @@ class Mlflow:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """What any one site can do to the prior; docs/security.md gives the reason for each default."""
+
+    max_weight: float = 0.5
+    """The largest share w_k any site gets (water-filling, ``fedmap.bounds.cap_weights``): no
+    hospital outweighs all the others together, whatever log omega it reports."""
+    max_update_norm: float = 100.0
+    """||theta_k - mu|| above this and the update is rejected (not clipped: a clipped update would
+    still be accepted, and an honest site never comes near it; the round summary records every
+    site's norm)."""
+    min_log_omega: float = -20.0
+    """A mean log-likelihood below -20 nats per example (a likelihood under 2e-9) is a broken or
+    lying site, not a poorly fitting one: rejected with the reason rather than silently weighted 0.
+    The upper end is 0 (log omega is a log-likelihood minus a penalty)."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    keyring: Path | None = None
+    """The enrolled public keys (``site-task enrol``); default
+    ``<state_dir>/<name>/trust/keyring.json``."""
+
+
+@dataclass(frozen=True)
 class Federation:
     """A whole federation file. ``storage`` is None when the file has none: the simulator needs no
     bucket, a deployment does (:meth:`require_storage`)."""
@@ -264,6 +290,13 @@ class Federation:
     device: str = "auto"
     state_dir: Path = Path(".state/site-state")
     """Where a site keeps its own theta_k between rounds. It never leaves the site."""
+    bounds: Bounds = field(default_factory=Bounds)
+    trust: Trust = field(default_factory=Trust)
+
+    @property
+    def keyring(self) -> Path:
+        """The federation's keyring of enrolled public keys (``trust.keyring``)."""
+        return self.trust.keyring or self.state_dir / self.name / "trust" / "keyring.json"
 
     @property
     def rounds(self) -> int:
@@ -397,6 +430,27 @@ def _mlflow(data: Mapping[str, Any] | None) -> Mlflow:
     return mlflow
 
 
+def _bounds(data: Mapping[str, Any] | None) -> Bounds:
+    bounds = from_mapping(Bounds, data, "bounds")
+    checks = (
+        ("max_weight", 0 < bounds.max_weight <= 1, "in (0, 1]"),
+        ("max_update_norm", bounds.max_update_norm > 0, "positive"),
+        ("min_log_omega", bounds.min_log_omega < 0, "negative"),
+    )
+    for key, ok, rule in checks:
+        value = getattr(bounds, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok:
+            raise ConfigError(f"bounds.{key} must be {rule}, got {value!r}")
+    return bounds
+
+
+def _trust(base: Path, data: Mapping[str, Any] | None) -> Trust:
+    trust = from_mapping(Trust, data, "trust")
+    if trust.keyring is None:
+        return trust
+    return Trust(keyring=_folder(base, trust.keyring, "trust.keyring"))
+
+
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
@@ -447,6 +501,8 @@ def _federation(path: Path, data: Mapping[str, Any]) -> Federation:
         mlflow=_mlflow(data.get("mlflow")),
         device=device,
         state_dir=_folder(base, state_dir, "state_dir"),
+        bounds=_bounds(data.get("bounds")),
+        trust=_trust(base, data.get("trust")),
     )
 
 

@@ -48,10 +48,84 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("init", "write the prior of round 1 (Algorithm 1: a random site's model)", False, False)
     add("aggregate", "check round t's updates and write the prior of round t + 1", False, True)
+    enrol = add(
+        "enrol",
+        "make this site's Ed25519 key pair (kept at the site, mode 600) and record its public key "
+        "in the federation's keyring; at the centre, --public-key records a key a site sent",
+        True,
+        False,
+    )
+    enrol.add_argument("--public-key", help="base64 public key a site sent (centre side)")
+    add(
+        "rotate",
+        "give this site (or 'centre') a new key pair and revoke the old public key",
+        True,
+        False,
+    )
+    revoke = add(
+        "revoke",
+        "revoke a site's key (all its active keys unless --key-id): nothing it signs is accepted",
+        True,
+        False,
+    )
+    revoke.add_argument("--key-id", help="the key to revoke (16 hex digits, see the keyring)")
+    audit = sub.add_parser(
+        "audit",
+        help="check an audit log's hash chain",
+        description="Check an audit log (the centre's or a site's) for edited, moved or deleted "
+        "entries; --head also catches entries cut from its end. Exit 0 when intact, 2 if not.",
+    )
+    audit.add_argument("action", choices=("verify",))
+    audit.add_argument("log", type=Path, help="the audit.jsonl file")
+    audit.add_argument("--head", help="the head hash recorded elsewhere (a round summary)")
     return parser
 
 
+def audit_verify(args: argparse.Namespace) -> int:
+    from fedmap.audit import AuditError, verify
+
+    try:
+        count = verify(args.log, args.head)
+    except (AuditError, OSError) as exc:
+        print(f"site-task audit: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.log}: {count} entries, chain intact")
+    return 0
+
+
+def keys(args: argparse.Namespace) -> int:
+    import base64
+
+    from fedmap.signing import SignatureError
+    from site_tasks import trust
+    from site_tasks.federation import load_federation
+
+    try:
+        config = load_federation(args.federation)
+        if args.site != "centre":
+            config.site(args.site)
+        if args.command == "enrol":
+            public = None if args.public_key is None else base64.b64decode(args.public_key)
+            entry = trust.enrol(config, args.site, public)
+        elif args.command == "rotate":
+            entry = trust.rotate(config, args.site)
+        else:
+            trust.revoke(config, args.site, args.key_id)
+            print(f"revoked {args.site} {args.key_id or '(all active keys)'}")
+            return 0
+    except (ConfigError, SignatureError, ValueError) as exc:
+        print(f"site-task {args.command}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{entry.owner} key {entry.key_id} enrolled in {config.federation.keyring}")
+    print(f"public key (send this to the centre): {entry.public}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command == "audit":
+        return audit_verify(args)
+    if args.command in ("enrol", "rotate", "revoke"):
+        return keys(args)
     from fedmap.messages import MessageError
     from fedmap.server import NoValidUpdates
     from site_tasks.centre import server

@@ -3,12 +3,18 @@
 ``ObjectStore`` is the small interface the tasks use; ``S3Store`` implements it with boto3 for AWS,
 MinIO or the local ``rclone serve s3`` server alike. A single PUT is atomic on S3, so an object is
 either whole or absent; multi-object messages are committed by writing their manifest last.
+
+Write-once is the server's to enforce, not the writer's: on a bucket with versioning (S3 Object
+Lock, as ``site_tasks.local.seaweed`` makes it, COMPLIANCE retention) an overwrite only adds a
+newer version, and ``Versioned.first`` reads the oldest one, which nobody may delete within
+retention. A store without versions (``rclone serve s3``) keeps only the latest bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from site_tasks.federation import FederationConfig, StorageConfig
 
@@ -30,6 +36,44 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Every key under prefix, sorted."""
         ...
+
+
+@dataclass(frozen=True)
+class Version:
+    """One stored version of a key: its id (None on a server without versioning) and when it
+    was written (None when the store does not say)."""
+
+    version_id: str | None
+    written: datetime | None
+
+
+@runtime_checkable
+class Versioned(ObjectStore, Protocol):
+    """An ObjectStore that can say what was written first: what the centre reads a committed
+    message with. Stores without it (the benchmarks' in-memory and folder stores) are read
+    through the ``first`` and ``versions`` functions below, as one version each."""
+
+    def first(self, key: str) -> bytes | None:
+        """The key's oldest version (its plain bytes on a store without versioning), or None."""
+        ...
+
+    def versions(self, prefix: str) -> dict[str, list[Version]]:
+        """Every key under prefix with its versions, oldest first, sorted by key; a key whose
+        latest version is a delete marker is still here, with the versions under it."""
+        ...
+
+
+def first(store: ObjectStore, key: str) -> bytes | None:
+    """``store.first(key)`` where the store keeps versions, else ``store.get(key)``."""
+    return store.first(key) if isinstance(store, Versioned) else store.get(key)
+
+
+def versions(store: ObjectStore, prefix: str) -> dict[str, list[Version]]:
+    """``store.versions(prefix)`` where the store keeps versions, else one unknown version per
+    listed key."""
+    if isinstance(store, Versioned):
+        return store.versions(prefix)
+    return {key: [Version(None, None)] for key in store.list(prefix)}
 
 
 @dataclass(frozen=True)
@@ -71,13 +115,21 @@ class Keys:
 
 
 class S3Store:
-    """boto3 against any S3 endpoint, with SigV4 and path-style addressing."""
+    """boto3 against any S3 endpoint, with SigV4 and path-style addressing.
+
+    ``first`` and ``versions`` read object versions when the bucket's versioning is
+    ``Enabled`` (asked once, on first use, with ``GetBucketVersioning``: the centre's right,
+    not a site's). Otherwise (``rclone serve s3`` answers with no status, a bucket never
+    versioned likewise) they fall back to ``get`` and ``list_objects_v2``, one version per key:
+    there a plain PUT replaces an object and write-once is **not** enforced by the server.
+    """
 
     def __init__(self, config: StorageConfig) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket = config.bucket
+        self._versioned: bool | None = None
         self.client: S3Client = boto3.client(
             "s3",
             endpoint_url=config.endpoint_url,
@@ -152,3 +204,72 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("list", prefix + "*", exc) from exc
         return sorted(keys)
+
+    def versioned(self) -> bool:
+        """Whether the bucket keeps every version (``GetBucketVersioning`` Status ``Enabled``);
+        asked once per store."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._versioned is None:
+            try:
+                status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            except (BotoCoreError, ClientError) as exc:
+                raise self._fail("read the versioning of", "", exc) from exc
+            self._versioned = status == "Enabled"
+        return self._versioned
+
+    def _versions(self, prefix: str) -> dict[str, list[tuple[str, Version]]]:
+        """key -> (version id, Version), oldest first, from one paginated ListObjectVersions.
+        S3 lists a key's versions newest first (LastModified has one-second steps here, too
+        coarse to sort by); delete markers are left out."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: dict[str, list[tuple[str, Version]]] = {}
+        try:
+            paginator = self.client.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Versions", []):
+                    key, vid = item.get("Key"), item.get("VersionId")
+                    if key is not None and vid is not None:
+                        found.setdefault(key, []).append(
+                            (vid, Version(vid, item.get("LastModified")))
+                        )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("list versions of", prefix + "*", exc) from exc
+        return {key: found[key][::-1] for key in sorted(found)}
+
+    def versions(self, prefix: str) -> dict[str, list[Version]]:
+        if not self.versioned():
+            return self._latest(prefix)
+        return {key: [v for _, v in found] for key, found in self._versions(prefix).items()}
+
+    def _latest(self, prefix: str) -> dict[str, list[Version]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: dict[str, list[Version]] = {}
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    if "Key" in obj:
+                        found[obj["Key"]] = [Version(None, obj.get("LastModified"))]
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("list", prefix + "*", exc) from exc
+        return dict(sorted(found.items()))
+
+    def first(self, key: str) -> bytes | None:
+        """The key's oldest version: what was committed first, whatever was put or deleted on
+        top of it since (one ListObjectVersions and one GetObject). ``get`` where the bucket
+        has no versioning."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not self.versioned():
+            return self.get(key)
+        found = self._versions(key).get(key)
+        if not found:
+            return None
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=found[0][0])
+            return response["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("read the first version of", key, exc) from exc

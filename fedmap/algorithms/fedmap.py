@@ -175,14 +175,16 @@ class FedMAP:
         rho = self.family(self.variances(thetas[0]))
         return {**mean, **rho.fit(thetas, weights, mean, split_prior(prior)[1])}
 
-    def stream(self, template: Params) -> StreamingMean:
+    def stream(self, template: Params, weighting: Weighting | None = None) -> StreamingMean:
         """An accumulator for ``aggregate`` that takes the updates one at a time (``add``), in
         O(model) memory: it gathers mu and what the prior's fit needs (``Prior.needs``).
 
         template is the first update's parameters, in the order ``aggregate`` needs of them.
+        ``weighting`` overrides the method's (the server passes "omega" with log w_k already
+        formed and capped, ``fedmap.server.aggregate_round``).
         """
         needs = self.family(self.variances(template)).needs(template)
-        return StreamingMean(self.weighting, needs.moments, needs.entries)
+        return StreamingMean(weighting or self.weighting, needs.moments, needs.entries)
 
     def aggregate_stream(self, stream: StreamingMean, prior: Params) -> Params:
         """``aggregate`` of the updates added to stream (one made by ``stream``): the same prior,

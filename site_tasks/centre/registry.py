@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedmap.audit import verify
 from fedmap.data import feature_names
-from fedmap.messages import decode_params, encode_params
+from fedmap.messages import decode_params, encode_params, sha256_hex
 from fedmap.metrics import PRIMARY_METRIC
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.priors import PREFIX, prior_mean
+from fedmap.signing import CENTRE
+from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.contracts import feature_columns
 from site_tasks.site.finalise import equity_summary, read_evaluations
@@ -251,6 +254,12 @@ def register(
                         gain = final["personalised"][metric] - final["local"][metric]
                         mlflow.log_metric(f"gain_over_local_{metric}", gain)
                 blob = store.get(keys.update(rounds, site)[0])
+                accepted = _json(store, keys.summary(rounds)).get("sha256", {}).get(site)
+                if blob is not None and accepted and sha256_hex(blob) != accepted:
+                    log.warning(
+                        "%s: its update is not the one the centre accepted: not registered", site
+                    )
+                    blob = None
                 if blob is not None and final:
                     tags = {
                         **base_tags,
@@ -267,6 +276,11 @@ def register(
                         config, decode_params(blob), model_name(config, site), tags
                     )
         mlflow.log_dict({"prior": keys.prior(rounds + 1)[0]}, "prior_location.json")
+        audit = trust.audit_log(config, CENTRE)
+        if audit.path.exists():  # the centre's hash-chained log of the run, checked first
+            entries = verify(audit.path)
+            mlflow.log_artifact(str(audit.path), "audit")
+            mlflow.set_tags({"audit_head": audit.head(), "audit_entries": str(entries)})
         name = model_name(config, "prior")
         # The prior's data is every member's data: the tag maps each site to its DVC hash; the
         # per-file SHA-256s go to the parent run as an artifact (tags are length-limited).

@@ -8,22 +8,42 @@ Round 1 (and a warm start) is mu alone: every tensor falls back to N(mu, sigma^2
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict
+from typing import Any
 
+from fedmap.audit import AuditLog
 from fedmap.initialisation import initialise
-from fedmap.messages import Manifest, encode_params, make_manifest
+from fedmap.messages import Manifest, encode_params, make_manifest, sha256_hex
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.priors import prior_mean
-from fedmap.server import Candidate, RoundSummary, aggregate_round
+from fedmap.server import Candidate, Checks, RoundSummary, aggregate_round
+from fedmap.signing import CENTRE
+from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.train import fetch_prior, model_specs
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
+
+
+def _commit_prior(
+    config: FederationConfig, store: ObjectStore, round_: int, params: Params, extra: dict[str, Any]
+) -> Manifest:
+    """Sign the prior of round_ with the centre's key and write it (tensors, then manifest)."""
+    blob = encode_params(params)
+    manifest = trust.signed(
+        config, CENTRE, make_manifest("prior", round_, params, blob, extra=extra)
+    )
+    tensors_key, manifest_key = Keys.of(config).prior(round_)
+    audited = trust.audited(config, CENTRE, store)
+    audited.put(tensors_key, blob)
+    audited.put(manifest_key, manifest.to_json().encode())
+    return manifest
 
 
 def init(
@@ -33,45 +53,34 @@ def init(
     champion; its mean mu only) when given, else Algorithm 1, line 1: a randomly chosen site's
     initial model.
 
-    Deterministic in its inputs, so running it twice writes the same bytes.
+    The tensors are deterministic in the inputs; the manifest is signed by the centre (whose key
+    is made and enrolled on first use). When the round-1 prior is already committed (a retried
+    ``start``), it is left as it is: storage is write-once.
     """
-    keys = Keys.of(config)
+    trust.enrol(config, CENTRE)
+    committed = store.get(Keys.of(config).prior(1)[1])
+    if committed is not None:
+        return Manifest.from_json(committed)
+    extra: dict[str, Any] = {"model": config.model.name, "n_features": config.model.n_features}
     if warm is not None:
         params, source = prior_mean(warm[0]), warm[1]
-        blob = encode_params(params)
-        extra = {
-            "model": config.model.name,
-            "n_features": config.model.n_features,
-            "warm_start_from": source,
-        }
-        manifest = make_manifest("prior", 1, params, blob, extra=extra)
-        store.put(keys.prior(1)[0], blob)
-        store.put(keys.prior(1)[1], manifest.to_json().encode())
+        manifest = _commit_prior(config, store, 1, params, {**extra, "warm_start_from": source})
         log.info("round 1 prior warm-started from %s", source)
         return manifest
     sites = sorted(config.sites)
     start = initialise(
         lambda: build_model(config.model.name, config.model.n_features), sites, config.seed
     )
-    blob = encode_params(start.prior)
-    extra = {
-        "model": config.model.name,
-        "n_features": config.model.n_features,
-        "seed_site": start.seed_site,
-    }
-    manifest = make_manifest("prior", 1, start.prior, blob, extra=extra)
-    tensors_key, manifest_key = Keys.of(config).prior(1)
-    store.put(tensors_key, blob)
-    store.put(manifest_key, manifest.to_json().encode())
-    log.info("round 1 prior seeded by %s -> %s", start.seed_site, manifest_key)
+    manifest = _commit_prior(config, store, 1, start.prior, {**extra, "seed_site": start.seed_site})
+    log.info("round 1 prior seeded by %s", start.seed_site)
     return manifest
 
 
 def uploads(store: ObjectStore, keys: Keys, round_: int) -> Iterator[Candidate]:
     """Every site's upload for the round, in site order, pairing tensor files with manifests by
-    site name. Lazy: the listing is read first (keys only), then each site's two objects are
-    fetched only when the next candidate is asked for, so a consumer that drops each one before
-    taking the next holds one upload at a time."""
+    site name. Lazy: the listing is read first (keys only), then each site's manifest when the
+    next candidate is asked for, and its tensor file only when the aggregate calls for it, so a
+    consumer that drops each one before taking the next holds one tensor file at a time."""
     found: dict[str, dict[str, str]] = {}
     for key in store.list(keys.updates(round_)):
         name = key.removeprefix(keys.updates(round_))
@@ -79,16 +88,51 @@ def uploads(store: ObjectStore, keys: Keys, round_: int) -> Iterator[Candidate]:
         if ext in ("json", "safetensors") and "/" not in site:
             found.setdefault(site, {})[ext] = key
     for site, parts in sorted(found.items()):
+        tensors = parts.get("safetensors")
         yield Candidate(
             site,
             store.get(parts["json"]) if "json" in parts else None,
-            store.get(parts["safetensors"]) if "safetensors" in parts else None,
+            None if tensors is None else functools.partial(store.get, tensors),
         )
 
 
 def collect(config: FederationConfig, store: ObjectStore, round_: int) -> list[Candidate]:
     """Every site's upload for the round at once (``uploads``, held in memory: tests, tools)."""
     return list(uploads(store, Keys.of(config), round_))
+
+
+def accepted_nonces(audit: AuditLog, round_: int) -> dict[str, str]:
+    """site -> nonce of the update the centre accepted for round_ in an earlier attempt."""
+    return {
+        str(e["details"]["site"]): str(e["details"]["nonce"])
+        for e in audit.entries()
+        if e["action"] == "aggregate"
+        and e["outcome"] == "accepted"
+        and e.get("details", {}).get("round") == round_
+    }
+
+
+def record(audit: AuditLog, keys: Keys, summary: RoundSummary) -> None:
+    """One centre audit entry per upload of the round: who sent which object with which hash
+    (the tensors' SHA-256 its signed manifest names), and whether it was accepted and why not."""
+    t = summary.round
+    for site in summary.contributed:
+        audit.append(
+            site,
+            "aggregate",
+            keys.update(t, site)[1],
+            summary.sha256.get(site, ""),
+            "accepted",
+            round=t,
+            site=site,
+            nonce=summary.nonces.get(site, ""),
+            weight=summary.weights[site],
+            update_norm=summary.update_norms.get(site),
+        )
+    for site, reason in summary.rejected.items():
+        audit.append(
+            site, "aggregate", keys.update(t, site)[1], "", "rejected", reason, round=t, site=site
+        )
 
 
 class QuorumNotMet(RuntimeError):
@@ -116,33 +160,43 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
     prior_manifest, prior = fetch_prior(config, store, round_)
     members = [name for name, site in config.sites.items() if site.tier == 1]
     expected = model_specs(prior_manifest.tensors)  # an update is a model: mu's keys, no state
+    audit = trust.audit_log(config, CENTRE)
+    checks = Checks(
+        config.name,
+        config.run,
+        trust.keyring(config),
+        config.federation.bounds,
+        accepted_nonces(audit, round_),
+    )
     # one update in memory at a time: read, checked, folded into the running sums, dropped
     new_prior, summary = aggregate_round(
-        config.method, round_, uploads(store, keys, round_), expected, members, prior
+        config.method, round_, uploads(store, keys, round_), expected, members, prior, checks
     )
+    record(audit, keys, summary)
     for site, reason in summary.rejected.items():
         log.warning("round %d: rejected %s: %s", round_, site, reason)
-    summary_json = (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode()
+    body = {**asdict(summary), "audit_head": audit.head()}
+    summary_json = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+    centre_store = trust.audited(config, CENTRE, store)
     if len(summary.contributed) < config.min_sites:
-        store.put(keys.summary(round_), summary_json)
+        centre_store.put(keys.summary(round_), summary_json, once=False)
         missing = sorted(set(members) - set(summary.contributed))
         raise QuorumNotMet(
             f"round {round_}: {len(summary.contributed)} accepted update(s), quorum is "
             f"{config.min_sites}; missing: {', '.join(missing) or 'none'}"
         )
-    blob = encode_params(new_prior)
-    manifest = make_manifest("prior", round_ + 1, new_prior, blob, extra=dict(prior_manifest.extra))
-    tensors_key, manifest_key = keys.prior(round_ + 1)
+    manifest_key = keys.prior(round_ + 1)[1]
     committed = store.get(manifest_key)
-    if committed is not None and Manifest.from_json(committed).sha256 != manifest.sha256:
+    if committed is not None and Manifest.from_json(committed).sha256 != sha256_hex(
+        encode_params(new_prior)
+    ):
         raise PriorConflict(
             f"{manifest_key} is already committed with other content; clear the round's later "
             "state before aggregating it again"
         )
     if committed is None:
-        store.put(tensors_key, blob)
-        store.put(manifest_key, manifest.to_json().encode())
-    store.put(keys.summary(round_), summary_json)
+        _commit_prior(config, store, round_ + 1, new_prior, dict(prior_manifest.extra))
+    centre_store.put(keys.summary(round_), summary_json, once=False)
     log.info(
         "round %d: %d site(s) aggregated, %d rejected, %d missing -> %s",
         round_,

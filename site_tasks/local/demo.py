@@ -280,6 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         version_data(stack)
         path = write_federation(stack, args.rounds, args.seed)
         print(f"federation: {path} (10 tier-1, 2 tier-2, 2 tier-3 sites)", flush=True)
+        # each hospital's enrolment (site-task enrol), done here for all of them on one machine
+        from site_tasks import trust
+        from site_tasks.federation import load_federation
+
+        enrolled = trust.enrol_all(load_federation(path))
+        keyring = load_federation(path).federation.keyring
+        print(f"keys: the centre and {len(enrolled) - 1} sites enrolled (Ed25519) in {keyring}")
         access, secret = stack.credentials()
         os.environ.update(
             {

@@ -5,7 +5,9 @@ API server, scheduler and DAG processor. Server tasks (start, aggregate, registe
 LocalExecutor. Every site is served by an Airflow **edge worker**, a separate process that pulls
 its queue's tasks over HTTP from the API server (outbound only), with its own Airflow home and its
 own S3 key pair; it has no database access. Nothing but a site's worker runs that site's tasks,
-so nothing else reads its data.
+so nothing else reads its data. The S3 server is SeaweedFS (``site_tasks.local.seaweed``), which
+holds each key to its party's rules (``site_tasks.access``): a site's key writes only that
+site's messages and reads only the priors and its own messages.
 
 By default each site gets its own worker, as each hospital would. ``--workers K`` spreads the
 sites' queues over K workers instead (edge3's ``--queues a,b,c``), so that one machine can stand in
@@ -34,7 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedmap.schema import read_federation
+from fedmap.schema import Site, read_federation
+from site_tasks import trust
+from site_tasks.access import Identity, centre_identity, site_identity
+from site_tasks.federation import load_federation
+from site_tasks.local.seaweed import start_seaweed
 from site_tasks.local.stack import (
     BIN,
     REPO,
@@ -44,7 +50,6 @@ from site_tasks.local.stack import (
     accepts,
     healthy,
     running_pid,
-    serve,
     stop,
 )
 
@@ -311,14 +316,30 @@ def start_postgres(d: Deployment) -> None:
         subprocess.run([*psql, "create database airflow"], check=True, capture_output=True)
 
 
-def start_s3(d: Deployment, workers: Sequence[str]) -> None:
-    """One S3 server with a key pair for the centre and one per worker."""
-    data = d.state / "s3"
-    argv = [str(BIN / "rclone"), "serve", "s3", str(data), "--addr", f"127.0.0.1:{d.s3_port}"]
-    for who in ("centre", *workers):
-        argv += ["--auth-key", ",".join(d.s3_key(who))]
-    argv += ["--config", "/dev/null"]
-    serve(d.stack, "s3", "S3 server", argv, lambda: accepts(d.s3_port), 20, env={})
+def identities(federation: str, sites: Sequence[Site], pool: Sequence[Worker]) -> list[Identity]:
+    """The centre's identity and one per worker, holding the rules of the sites whose queues it
+    serves (``site_tasks.access``). A worker that serves several sites (``--workers K``) gets the
+    union of their rules: each of those sites' tasks may then write the others' messages and
+    read their updates. That is a load test on one machine, never a consortium, where every
+    hospital runs its own worker with its own key."""
+    if any(w.name == "centre" for w in pool):
+        raise ValueError("a site named 'centre' would get the centre's S3 key: rename it")
+    found = [centre_identity()]
+    for worker in pool:
+        served = [(federation, s.name) for s in sites if s.queue in worker.queues]
+        found.append(site_identity(worker.name, served, union=True))
+    return found
+
+
+def start_s3(
+    d: Deployment, federation: str, bucket: str, sites: Sequence[Site], pool: Sequence[Worker]
+) -> None:
+    """SeaweedFS with a key pair for the centre and one per worker, each key held to its
+    identity's rules (:func:`identities`), and the federation's bucket. A server that already
+    runs keeps the identities it started with."""
+    who = identities(federation, sites, pool)
+    keys = {identity.name: d.s3_key(identity.name) for identity in who}
+    start_seaweed(d.state, bucket, who, port=d.s3_port, keys=keys)
 
 
 def _spawn_env(d: Deployment, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
@@ -347,7 +368,9 @@ def up(
     shutil.copy(POLICY, d.state / "centre" / "config" / "airflow_local_settings.py")
     (d.state / "federations").mkdir(parents=True, exist_ok=True)
     (d.state / "federations" / f"{plan.name}.yaml").write_text(absolute(federation))
-    start_s3(d, [w.name for w in pool])
+    # what each hospital does once (site-task enrol), done here for all of them: own key pairs
+    trust.enrol_all(load_federation(d.state / "federations" / f"{plan.name}.yaml"))
+    start_s3(d, plan.name, plan.require_storage().bucket, plan.sites, pool)
     start_postgres(d)
     env = {**os.environ, **d.centre_env(scale)}
     subprocess.run(

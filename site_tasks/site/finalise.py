@@ -24,6 +24,7 @@ from fedmap.algorithms import Individual
 from fedmap.equity import Equity, equity, equity_markdown
 from fedmap.metrics import PRIMARY_METRIC
 from fedmap.priors import prior_mean
+from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.train import Prepared, fetch_prior, fit_site, keep_state, prepare, score_params
 from site_tasks.storage import Keys, ObjectStore
@@ -54,7 +55,8 @@ def _publish(
     config: FederationConfig, store: ObjectStore, result: SiteEvaluation
 ) -> SiteEvaluation:
     key = Keys.of(config).evaluation(result.site)
-    store.put(key, (json.dumps(asdict(result), indent=1, sort_keys=True) + "\n").encode())
+    body = (json.dumps(asdict(result), indent=1, sort_keys=True) + "\n").encode()
+    trust.audited(config, result.site, store).put(key, body, once=False)  # its own report
     metric = result.primary_metric
     log.info(
         "%s: personalised %s %.4f, prior %.4f, local only %.4f -> %s",

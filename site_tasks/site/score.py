@@ -34,6 +34,7 @@ from fedmap.metrics import predict_output
 from fedmap.models import build_model
 from fedmap.priors import prior_mean
 from fedmap.tabular import read_features_only
+from site_tasks import trust
 from site_tasks.centre.registry import Release, model_columns, released_prior
 from site_tasks.federation import FederationConfig
 from site_tasks.site.contracts import DataContractError
@@ -138,7 +139,8 @@ def score_site(
         site, release.name, release.version, len(rows), positive, len(reference), path.name
     )
     key = Keys.of(config).inference(site)
-    store.put(key, (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode())
+    body = (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode()
+    trust.audited(config, site, store).put(key, body, once=False)  # its own report, re-scorable
     log.info(
         "%s: scored %d rows with %s version %s (%s) -> %s; counts -> %s",
         site,

@@ -35,14 +35,17 @@ from fedmap.messages import (
     encode_params,
     make_manifest,
     open_message,
+    sha256_hex,
     specs_of,
 )
 from fedmap.metrics import PRIMARY_METRIC, TaskScores, predict_output, score_task
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.priors import PREFIX, prior_mean
+from fedmap.signing import SignatureError
 from fedmap.simulator import resolve_device
 from fedmap.tabular import TabularError, load_tabular_site
+from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.contracts import DataContractError
 from site_tasks.site.digests import require_validated
@@ -79,7 +82,9 @@ def round_seed(config: FederationConfig, site: str, round_: int) -> int:
 def fetch_prior(
     config: FederationConfig, store: ObjectStore, round_: int
 ) -> tuple[Manifest, Params]:
-    """Download and check the prior of round_; its manifest is the commit marker."""
+    """Download and check the prior of round_; its manifest is the commit marker. A prior whose
+    signature does not verify under the centre's enrolled key (or that is signed for another
+    federation or run) is refused before any of its tensors is used."""
     tensors_key, manifest_key = Keys.of(config).prior(round_)
     raw_manifest = store.get(manifest_key)
     if raw_manifest is None:
@@ -91,8 +96,9 @@ def fetch_prior(
         raise PriorUnavailable(f"{manifest_key} exists but {tensors_key} does not")
     try:
         manifest = Manifest.from_json(raw_manifest)
+        trust.verify_prior(config, manifest)
         params = open_message(manifest, blob, "prior", round_, manifest.tensors)
-    except MessageError as exc:
+    except (MessageError, SignatureError) as exc:
         raise PriorUnavailable(f"the prior of round {round_} fails its checks: {exc}") from exc
     return manifest, params
 
@@ -238,12 +244,27 @@ def train(
     """Check the site's data is as validated, train theta_k under the round's prior, upload the
     update.
 
-    Idempotent: theta_k starts from the site's own state after round_ - 1 (or the prior in round 1)
-    and shuffles with ``round_seed``, so a re-run writes the same keys with the same bytes.
+    The manifest is signed with the site's own key (``site_tasks.trust.signed``) and every object
+    sent is logged in the site's audit log. Idempotent: theta_k starts from the site's own state
+    after round_ - 1 (or the prior in round 1) and shuffles with ``round_seed``, so a re-run
+    trains the same tensors; when the site's update of round_ is already committed (a retry
+    after the upload) it is left as it is, since storage is write-once.
     """
     fitted = fit_site(config, site, round_, prepare(config, site, round_, store, device))
     theta = fitted.update.params
     blob = encode_params(theta)
+    tensors_key, manifest_key = Keys.of(config).update(round_, site)
+    sent = store.get(manifest_key)
+    if sent is not None:
+        committed = Manifest.from_json(sent)
+        if committed.sha256 != sha256_hex(blob):
+            raise trust.WriteOnceError(
+                f"{site}: round {round_}: an update with other tensors is already committed at "
+                f"{manifest_key}; storage is write-once"
+            )
+        keep_state(config, site, round_, fitted.personal)
+        log.info("%s: round %d: update already committed -> %s", site, round_, manifest_key)
+        return TrainResult(committed, fitted.device)
     manifest = make_manifest(
         "update",
         round_,
@@ -255,9 +276,10 @@ def train(
         metrics=fitted.metrics,
         extra={"worker": worker_name(site)},
     )
-    tensors_key, manifest_key = Keys.of(config).update(round_, site)
-    store.put(tensors_key, blob)
-    store.put(manifest_key, manifest.to_json().encode())  # last: the commit marker
+    manifest = trust.signed(config, site, manifest)
+    audited = trust.audited(config, site, store)
+    audited.put(tensors_key, blob)
+    audited.put(manifest_key, manifest.to_json().encode())  # last: the commit marker
     keep_state(config, site, round_, fitted.personal)
     metric = PRIMARY_METRIC[config.recipe.type]
     log.info(

@@ -291,6 +291,7 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     nested runs with per-round metrics, the storage layout, the Asset, the inference DAG."""
     import mlflow
 
+    from site_tasks import trust
     from site_tasks.federation import load_federation
     from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
@@ -303,6 +304,7 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     body["storage"] = {"bucket": body["storage"]["bucket"], "connection": "fedmap_s3"}
     body["mlflow"] = {"connection": "fedmap_mlflow"}
     (folder / "synthetic-label-skew.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    trust.enrol_all(load_federation(folder / "synthetic-label-skew.yaml"))  # the renamed one
     _, n_score = _tier3_files(folder.parent / "hospital-data" / "site-04")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     s3_conn = {

@@ -258,7 +258,7 @@ def _top(**change: Any) -> Any:
     ("name", "edit", "needle"),
     [
         # the top level
-        ("heart_disease", _top(rnds=2), "unknown key(s) rnds (known: algorithm, device,"),
+        ("heart_disease", _top(rnds=2), "unknown key(s) rnds (known: algorithm, bounds, device,"),
         ("heart_disease", _top(fedmap={"variance": 1}), "unknown key(s) fedmap"),
         ("heart_disease", lambda d: d.pop("name"), "missing key 'name'"),
         ("heart_disease", lambda d: d.pop("task"), "missing key 'task'"),

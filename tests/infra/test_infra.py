@@ -3,7 +3,8 @@ what would stop them first: every YAML and JSON file parses; each compose file's
 build from Dockerfiles whose COPY sources exist, mount files that exist and use only variables
 its env template defines; the federation example loads and fits the site bundle's paths; the
 centre and the sites agree on paths and versions; site tasks reach the edge workers; and a site's
-MinIO policy lets it write only its own keys and read only the priors."""
+MinIO policy (rendered from ``site_tasks.access``) lets it write only its own keys and read only
+the priors and its own keys."""
 
 from __future__ import annotations
 
@@ -206,7 +207,6 @@ def test_every_yaml_and_json_file_parses() -> None:
         "centre/minio/mlflow-policy.json",
         "site/compose.yaml",
         "site/federation.example.yaml",
-        "site/minio-site-policy.json",
     }
     for path in STRUCTURED:
         text = path.read_text()
@@ -533,6 +533,7 @@ def test_a_site_writes_only_its_own_messages_and_reads_only_priors() -> None:
     own += [keys.validation("a"), keys.evaluation("a"), keys.inference("a")]
     for key in own:
         assert allows(policy, "s3:PutObject", key), key
+        assert allows(policy, "s3:GetObject", key), key  # a retried task reads what it committed
     not_own = [*keys.update(1, "b"), *keys.update(1, "a.b"), *keys.update(1, "a-1")]
     not_own += [keys.validation("a.b"), keys.evaluation("b"), keys.inference("ab")]
     not_own += [*keys.prior(1), *keys.prior(2), keys.summary(1), *other.update(1, "a")]
@@ -543,23 +544,15 @@ def test_a_site_writes_only_its_own_messages_and_reads_only_priors() -> None:
 
     for key in [*keys.prior(1), *keys.prior(6)]:
         assert allows(policy, "s3:GetObject", key), key
-    for key in [*keys.update(1, "b"), *keys.update(1, "a"), keys.summary(1), keys.validation("b")]:
+    unreadable = [*keys.update(1, "b"), *keys.update(1, "a.b"), keys.summary(1)]
+    unreadable += [keys.validation("b"), keys.evaluation("b"), *other.prior(1)]
+    for key in unreadable:
         assert not allows(policy, "s3:GetObject", key), key
-    for key in [keys.evaluation("a"), *other.prior(1)]:
-        assert not allows(policy, "s3:GetObject", key), key
-    # a site named "prior" writes updates/prior.json, which the prior pattern would match: the
-    # Deny on updates/ keeps every update unreadable to the other sites all the same
-    assert allows(
-        POLICY.site_policy("fedmap", ["heart"], "prior"), "s3:PutObject", keys.update(1, "prior")[1]
-    )
-    assert not allows(policy, "s3:GetObject", keys.update(1, "prior")[1])
-
-    assert allows(policy, "s3:ListBucket", prefix=f"{keys.updates(1)}a.")
-    assert allows(policy, "s3:ListBucket", prefix=keys.prior(3)[1])
-    for prefix in (None, "", "heart/", keys.updates(1), f"{keys.updates(1)}b."):
+    # sites never list, nor look at the bucket itself: only the centre does
+    for prefix in (None, "", "heart/", keys.updates(1), f"{keys.updates(1)}a."):
         assert not allows(policy, "s3:ListBucket", prefix=prefix), prefix
-    assert allows(policy, "s3:HeadBucket")  # a tier-3 task checks that the bucket exists
     for action in (
+        "s3:HeadBucket",
         "s3:DeleteObject",
         "s3:CreateBucket",
         "s3:PutBucketPolicy",
@@ -568,18 +561,38 @@ def test_a_site_writes_only_its_own_messages_and_reads_only_priors() -> None:
         assert not allows(policy, action) and not any(allows(policy, action, key) for key in own)
 
 
+def test_site_1_and_site_10_never_match_each_others_keys() -> None:
+    keys = Keys("heart", RUN)
+    one, ten = (POLICY.site_policy("fedmap", ["heart"], s) for s in ("site-1", "site-10"))
+    for mine, theirs, policy in (("site-1", "site-10", one), ("site-10", "site-1", ten)):
+        for key in [*keys.update(3, theirs), keys.validation(theirs), keys.evaluation(theirs)]:
+            assert not allows(policy, "s3:PutObject", key), (mine, key)
+            assert not allows(policy, "s3:GetObject", key), (mine, key)
+        assert allows(policy, "s3:PutObject", keys.update(3, mine)[1])
+
+
+def test_a_site_named_prior_is_refused() -> None:
+    """Its ``updates/prior.json`` would match every site's ``round-*/prior.json`` read pattern
+    (``*`` spans ``/``), so the other sites could read its update."""
+    reader = POLICY.site_policy("fedmap", ["heart"], "a")
+    assert allows(reader, "s3:GetObject", Keys("heart", RUN).update(1, "prior")[1])
+    with pytest.raises(POLICY.PolicyError, match="reserved"):
+        POLICY.site_policy("fedmap", ["heart"], "prior")
+
+
 def test_one_policy_covers_every_federation_of_a_site() -> None:
-    template = json.loads((SITE / "minio-site-policy.json").read_text())
+    one = POLICY.site_policy("fedmap", ["heart"], "a")
     both = POLICY.site_policy("fedmap", ["heart", "tcga"], "a")
     check_policy(both)
-    assert [s["Sid"] for s in both["Statement"]] == [s["Sid"] for s in template["Statement"]]
+    assert [s["Sid"] for s in both["Statement"]] == [s["Sid"] for s in one["Statement"]]
     for federation in ("heart", "tcga"):
         keys = Keys(federation, RUN)
         assert allows(both, "s3:PutObject", keys.update(2, "a")[0])
         assert allows(both, "s3:GetObject", keys.prior(2)[0])
         assert not allows(both, "s3:GetObject", keys.update(2, "b")[0])
-        assert allows(both, "s3:ListBucket", prefix=keys.prior(2)[0])
     assert not allows(both, "s3:PutObject", Keys("other", RUN).validation("a"))
+    with pytest.raises(POLICY.PolicyError, match="at least one federation"):
+        POLICY.site_policy("fedmap", [], "a")
 
 
 @pytest.mark.parametrize(

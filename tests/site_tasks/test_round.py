@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fedmap.messages import Manifest, decode_params, encode_params, make_manifest
+from site_tasks import trust
 from site_tasks.centre import server
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.site.contracts import DataContractError
@@ -185,6 +186,7 @@ def _corrupt(kind: str, config: FederationConfig, store: S3Store) -> str:
             num_examples=manifest.num_examples,
             log_omega=manifest.log_omega,
         )
+        m = trust.signed(config, "site-03", m)  # the site itself sends it: signed
         store.put(tensors_key, b)
         store.put(manifest_key, m.to_json().encode())
 
@@ -208,7 +210,7 @@ def _corrupt(kind: str, config: FederationConfig, store: S3Store) -> str:
         return "checksum mismatch"
     if kind == "other-round":
         rewrite(params, round_=2)
-        return "round 2, expected round 1"
+        return "for round 2, not round 1"
     if kind == "no-tensor-file":
         store.client.delete_object(Bucket=store.bucket, Key=tensors_key)
         return "manifest without its tensor file"

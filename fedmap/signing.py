@@ -125,7 +125,7 @@ class Keyring:
         """The keyring with owner's key ``kid`` (every active key of owner when None) revoked."""
         targets = [k for k in self.active(owner) if kid is None or k.key_id == kid]
         if not targets:
-            which = f"key {kid}" if kid else "any active key"
+            which = f"active key {kid}" if kid else "active key"
             raise SignatureError(f"{owner} has no {which} to revoke")
         ids = {k.key_id for k in targets}
         return Keyring(

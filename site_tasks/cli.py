@@ -128,12 +128,14 @@ def run(args: argparse.Namespace) -> int:
         return keys(args)
     from fedmap.messages import MessageError
     from fedmap.server import NoValidUpdates
+    from fedmap.signing import SignatureError
     from site_tasks.centre import server
     from site_tasks.federation import load_federation
     from site_tasks.site.contracts import DataContractError
     from site_tasks.site.train import PriorUnavailable, TrainingDiverged, train
     from site_tasks.site.validate import validate
     from site_tasks.storage import S3Store, StorageError
+    from site_tasks.trust import WriteOnceError
 
     log = logging.getLogger("site_tasks")
     try:
@@ -162,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         server.QuorumNotMet,
         TrainingDiverged,
         server.PriorConflict,
+        SignatureError,
+        WriteOnceError,
     ) as exc:
         log.error("%s", exc)
         return 2

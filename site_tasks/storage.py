@@ -47,6 +47,10 @@ class Version:
     written: datetime | None
 
 
+History = dict[str, list[Version]]
+"""key -> its versions, oldest first (what ``versions`` answers)."""
+
+
 @runtime_checkable
 class Versioned(ObjectStore, Protocol):
     """An ObjectStore that can say what was written first: what the centre reads a committed
@@ -57,7 +61,7 @@ class Versioned(ObjectStore, Protocol):
         """The key's oldest version (its plain bytes on a store without versioning), or None."""
         ...
 
-    def versions(self, prefix: str) -> dict[str, list[Version]]:
+    def versions(self, prefix: str) -> History:
         """Every key under prefix with its versions, oldest first, sorted by key; a key whose
         latest version is a delete marker is still here, with the versions under it."""
         ...
@@ -68,7 +72,7 @@ def first(store: ObjectStore, key: str) -> bytes | None:
     return store.first(key) if isinstance(store, Versioned) else store.get(key)
 
 
-def versions(store: ObjectStore, prefix: str) -> dict[str, list[Version]]:
+def versions(store: ObjectStore, prefix: str) -> History:
     """``store.versions(prefix)`` where the store keeps versions, else one unknown version per
     listed key."""
     if isinstance(store, Versioned):
@@ -218,35 +222,33 @@ class S3Store:
             self._versioned = status == "Enabled"
         return self._versioned
 
-    def _versions(self, prefix: str) -> dict[str, list[tuple[str, Version]]]:
-        """key -> (version id, Version), oldest first, from one paginated ListObjectVersions.
+    def _versions(self, prefix: str) -> History:
+        """key -> its versions, oldest first, from one paginated ListObjectVersions.
         S3 lists a key's versions newest first (LastModified has one-second steps here, too
         coarse to sort by); delete markers are left out."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        found: dict[str, list[tuple[str, Version]]] = {}
+        found: History = {}
         try:
             paginator = self.client.get_paginator("list_object_versions")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Versions", []):
                     key, vid = item.get("Key"), item.get("VersionId")
                     if key is not None and vid is not None:
-                        found.setdefault(key, []).append(
-                            (vid, Version(vid, item.get("LastModified")))
-                        )
+                        found.setdefault(key, []).append(Version(vid, item.get("LastModified")))
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("list versions of", prefix + "*", exc) from exc
         return {key: found[key][::-1] for key in sorted(found)}
 
-    def versions(self, prefix: str) -> dict[str, list[Version]]:
+    def versions(self, prefix: str) -> History:
         if not self.versioned():
             return self._latest(prefix)
-        return {key: [v for _, v in found] for key, found in self._versions(prefix).items()}
+        return self._versions(prefix)
 
-    def _latest(self, prefix: str) -> dict[str, list[Version]]:
+    def _latest(self, prefix: str) -> History:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        found: dict[str, list[Version]] = {}
+        found: History = {}
         try:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -269,7 +271,9 @@ class S3Store:
         if not found:
             return None
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=found[0][0])
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=key, VersionId=str(found[0].version_id)
+            )
             return response["Body"].read()
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("read the first version of", key, exc) from exc

@@ -32,6 +32,7 @@ from fedmap.signing import (
     sign,
     write_keyring,
 )
+from site_tasks import storage
 from site_tasks.federation import FederationConfig
 from site_tasks.storage import ObjectStore
 
@@ -178,6 +179,12 @@ class AuditedStore:
 
     def list(self, prefix: str) -> list[str]:
         return self.store.list(prefix)
+
+    def first(self, key: str) -> bytes | None:
+        return storage.first(self.store, key)
+
+    def versions(self, prefix: str) -> storage.History:
+        return storage.versions(self.store, prefix)
 
 
 class WriteOnceError(RuntimeError):

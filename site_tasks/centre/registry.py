@@ -37,7 +37,7 @@ from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.contracts import feature_columns
 from site_tasks.site.finalise import equity_summary, read_evaluations
-from site_tasks.storage import Keys, ObjectStore
+from site_tasks.storage import Keys, ObjectStore, first
 
 log = logging.getLogger("site_tasks")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -253,7 +253,7 @@ def register(
                     if metric in final.get("local", {}):
                         gain = final["personalised"][metric] - final["local"][metric]
                         mlflow.log_metric(f"gain_over_local_{metric}", gain)
-                blob = store.get(keys.update(rounds, site)[0])
+                blob = first(store, keys.update(rounds, site)[0])  # the committed version
                 accepted = _json(store, keys.summary(rounds)).get("sha256", {}).get(site)
                 if blob is not None and accepted and sha256_hex(blob) != accepted:
                     log.warning(

@@ -26,7 +26,7 @@ from fedmap.signing import CENTRE
 from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.train import fetch_prior, model_specs
-from site_tasks.storage import Keys, ObjectStore
+from site_tasks.storage import Keys, ObjectStore, first, versions
 
 log = logging.getLogger("site_tasks")
 
@@ -76,23 +76,51 @@ def init(
     return manifest
 
 
-def uploads(store: ObjectStore, keys: Keys, round_: int) -> Iterator[Candidate]:
+def uploads(
+    store: ObjectStore, keys: Keys, round_: int, seen: dict[str, dict[str, Any]] | None = None
+) -> Iterator[Candidate]:
     """Every site's upload for the round, in site order, pairing tensor files with manifests by
-    site name. Lazy: the listing is read first (keys only), then each site's manifest when the
+    site name, each read at its **first** version: what the site committed, not what it may
+    have put over it since (``storage.first``; on a store without versions, the only one).
+    Lazy: the listing of versions is read first (keys only), then each site's manifest when the
     next candidate is asked for, and its tensor file only when the aggregate calls for it, so a
-    consumer that drops each one before taking the next holds one tensor file at a time."""
+    consumer that drops each one before taking the next holds one tensor file at a time.
+
+    ``seen``, when given, is filled as the listing is read (at the first candidate), for the
+    audit log: site -> ``manifest_key`` and ``tensors_key`` (None when absent), ``versions``
+    (the most versions either file has: above 1, the site overwrote its upload, which is
+    logged and ignored) and ``first_written`` (ISO time of the manifest's first version, else
+    the tensor file's; None where the store does not say)."""
+    prefix = keys.updates(round_)
+    history = versions(store, prefix)
     found: dict[str, dict[str, str]] = {}
-    for key in store.list(keys.updates(round_)):
-        name = key.removeprefix(keys.updates(round_))
-        site, _, ext = name.rpartition(".")
+    for key in history:
+        site, _, ext = key.removeprefix(prefix).rpartition(".")
         if ext in ("json", "safetensors") and "/" not in site:
             found.setdefault(site, {})[ext] = key
+    for site, parts in sorted(found.items()):
+        count = max(len(history[key]) for key in parts.values())
+        if count > 1:
+            log.warning(
+                "round %d: %s overwrote its upload (%d versions); the first is used",
+                round_,
+                site,
+                count,
+            )
+        if seen is not None:
+            written = history[parts.get("json") or parts["safetensors"]][0].written
+            seen[site] = {
+                "manifest_key": parts.get("json"),
+                "tensors_key": parts.get("safetensors"),
+                "versions": count,
+                "first_written": None if written is None else written.isoformat(),
+            }
     for site, parts in sorted(found.items()):
         tensors = parts.get("safetensors")
         yield Candidate(
             site,
-            store.get(parts["json"]) if "json" in parts else None,
-            None if tensors is None else functools.partial(store.get, tensors),
+            first(store, parts["json"]) if "json" in parts else None,
+            None if tensors is None else functools.partial(first, store, tensors),
         )
 
 
@@ -112,10 +140,26 @@ def accepted_nonces(audit: AuditLog, round_: int) -> dict[str, str]:
     }
 
 
-def record(audit: AuditLog, keys: Keys, summary: RoundSummary) -> None:
+def record(
+    audit: AuditLog, keys: Keys, summary: RoundSummary, seen: dict[str, dict[str, Any]]
+) -> None:
     """One centre audit entry per upload of the round: who sent which object with which hash
-    (the tensors' SHA-256 its signed manifest names), and whether it was accepted and why not."""
+    (the tensors' SHA-256 its signed manifest names), when it was first written, and whether it
+    was accepted and why not; plus one entry per upload its site tried to overwrite after the
+    commit (storage kept the first version, which is the one used)."""
     t = summary.round
+    for site, facts in sorted(seen.items()):
+        if int(facts.get("versions") or 1) > 1:
+            audit.append(
+                site,
+                "overwrite",
+                str(facts.get("manifest_key", "")),
+                "",
+                "ignored",
+                f"{facts['versions']} versions in storage; the first is used",
+                round=t,
+                site=site,
+            )
     for site in summary.contributed:
         audit.append(
             site,
@@ -126,6 +170,7 @@ def record(audit: AuditLog, keys: Keys, summary: RoundSummary) -> None:
             round=t,
             site=site,
             nonce=summary.nonces.get(site, ""),
+            first_written=seen.get(site, {}).get("first_written"),
             weight=summary.weights[site],
             update_norm=summary.update_norms.get(site),
         )
@@ -169,10 +214,11 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
         accepted_nonces(audit, round_),
     )
     # one update in memory at a time: read, checked, folded into the running sums, dropped
+    seen: dict[str, dict[str, Any]] = {}
     new_prior, summary = aggregate_round(
-        config.method, round_, uploads(store, keys, round_), expected, members, prior, checks
+        config.method, round_, uploads(store, keys, round_, seen), expected, members, prior, checks
     )
-    record(audit, keys, summary)
+    record(audit, keys, summary, seen)
     for site, reason in summary.rejected.items():
         log.warning("round %d: rejected %s: %s", round_, site, reason)
     body = {**asdict(summary), "audit_head": audit.head()}

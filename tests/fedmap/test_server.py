@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -215,3 +216,77 @@ def test_round_reads_each_upload_once_and_lists_missing_members() -> None:
     assert summary.rejected == {"x": "not a member of this federation"}
     assert summary.missing == ("c",)
     assert torch.allclose(prior["w"], torch.full((2, 2), 2.0))
+
+
+def signed_upload(
+    site: str, value: float, log_omega: float, ring: dict[str, bytes], run: str = "r"
+) -> Candidate:
+    from dataclasses import replace
+
+    from fedmap.signing import generate, key_id, load_private, sign
+
+    if site not in ring:
+        ring[site] = generate()[0]
+    private = load_private(ring[site])
+    from fedmap.signing import public_bytes
+
+    p = theta(value)
+    blob = encode_params(p)
+    m = make_manifest("update", 1, p, blob, site=site, num_examples=10, log_omega=log_omega)
+    m = replace(m, federation="f", run=run, nonce=site, key_id=key_id(public_bytes(private)))
+    m = replace(m, signature=sign(private, m.body()))
+    return Candidate(site, m.to_json().encode(), blob)
+
+
+def keyring_of(ring: dict[str, bytes]) -> Any:
+    from fedmap.signing import Keyring, load_private, public_bytes
+
+    keys = Keyring()
+    for site, pem in ring.items():
+        keys = keys.enrol(site, public_bytes(load_private(pem)))
+    return keys
+
+
+def test_checks_cap_weights_and_refold_without_a_bad_tensor_file() -> None:
+    """An inflated log omega is capped at max_weight; a tensor file that fails in the second
+    pass drops out and the weights are formed again among the rest, cap included."""
+    from fedmap.schema import Bounds
+    from fedmap.server import Checks
+
+    ring: dict[str, bytes] = {}
+    honest = [signed_upload(s, v, -3.0, ring) for s, v in (("a", 1.0), ("b", 2.0), ("c", 3.0))]
+    greedy = signed_upload("g", 50.0, 0.0, ring)
+    broken = signed_upload("x", 1.0, -3.0, ring)
+    broken = Candidate("x", broken.manifest, b"garbage")
+    checks = Checks("f", "r", keyring_of(ring), Bounds(max_weight=0.4, max_update_norm=1e9))
+    prior, summary = aggregate_round(
+        FedMAP(), 1, [*honest, greedy, broken], EXPECTED, prior=theta(0.0), checks=checks
+    )
+    assert summary.contributed == ("a", "b", "c", "g")
+    assert "checksum mismatch" in summary.rejected["x"]
+    assert summary.weights["g"] == pytest.approx(0.4)
+    assert summary.capped == ("g",)
+    assert summary.weights["a"] == pytest.approx(0.2)
+    assert torch.allclose(prior["w"], torch.full((2, 2), 0.2 * 6.0 + 0.4 * 50.0), atol=1e-5)
+
+
+def test_checks_reject_replays_and_large_updates() -> None:
+    from fedmap.schema import Bounds
+    from fedmap.server import Checks
+
+    ring: dict[str, bytes] = {}
+    ok = signed_upload("a", 1.0, -0.7, ring)
+    other_run = signed_upload("b", 1.0, -0.7, ring, run="old")
+    far = signed_upload("c", 100.0, -0.7, ring)
+    low = signed_upload("d", 1.0, -30.0, ring)
+    checks = Checks("f", "r", keyring_of(ring), Bounds(max_update_norm=10.0))
+    _, summary = aggregate_round(
+        FedMAP(), 1, [ok, other_run, far, low], EXPECTED, prior=theta(0.0), checks=checks
+    )
+    assert summary.contributed == ("a",)
+    assert "replay: signed for f/old" in summary.rejected["b"]
+    assert "update too large" in summary.rejected["c"]
+    assert "below bounds.min_log_omega" in summary.rejected["d"]
+    assert summary.update_norms["a"] == pytest.approx(
+        float(torch.cat([theta(1.0)[k].flatten() for k in ("b", "w")]).norm())
+    )

@@ -50,3 +50,39 @@ def test_usage_errors_exit_2(
     with pytest.raises(SystemExit) as exc:
         main(["train", *fed, "--site", "site-01"])
     assert exc.value.code == 2
+
+
+def test_enrol_rotate_revoke_and_audit_verify(
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A site that never enrolled cannot send an update; enrolled it can; after rotation its old
+    key is revoked; revoked it cannot; its audit log verifies, and fails once edited."""
+    from site_tasks import trust
+
+    monkeypatch.delenv("FEDMAP_ENROL_ON_FIRST_USE")
+    path = make_federation(n_sites=1, n_train=100, n_val=40, rounds=2, enrol=False)
+    fed = ["--federation", str(path)]
+    config = load_federation(path)
+    assert main(["init", *fed]) == 0  # the centre enrols its own key
+    assert main(["validate", *fed, "--site", "site-01"]) == 0
+    assert main(["train", *fed, "--site", "site-01", "--round", "1"]) == 2
+    assert "is not enrolled" in caplog.text
+    assert main(["enrol", *fed, "--site", "site-01"]) == 0
+    assert "public key (send this to the centre)" in capsys.readouterr().out
+    old = trust.keyring(config).active("site-01")[0].key_id
+    assert main(["rotate", *fed, "--site", "site-01"]) == 0
+    ring = trust.keyring(config)
+    assert [k.key_id for k in ring.active("site-01")] != [old]
+    assert ring.of("site-01")[0].revoked is not None
+    assert main(["train", *fed, "--site", "site-01", "--round", "1"]) == 0
+    assert main(["revoke", *fed, "--site", "site-01"]) == 0
+    assert main(["aggregate", *fed, "--round", "1"]) == 2  # its only update: now revoked
+    assert "revoked" in caplog.text
+    log = trust.audit_log(config, "site-01").path
+    assert main(["audit", "verify", str(log)]) == 0
+    log.write_text(log.read_text().replace('"sent"', '"kept"', 1))
+    assert main(["audit", "verify", str(log)]) == 2
+    assert "was edited" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from site_tasks.federation import StorageConfig
-from site_tasks.storage import Keys, S3Store, StorageError
+from site_tasks.storage import Keys, S3Store, StorageError, Version, Versioned, first, versions
 
 
 @pytest.fixture
@@ -42,6 +42,41 @@ def test_put_overwrites_the_same_key(store: S3Store) -> None:
     store.put("k", b"second")
     assert store.get("k") == b"second"
     assert store.list("") == ["k"]
+
+
+def test_without_versioning_first_is_get_and_versions_is_the_listing(store: S3Store) -> None:
+    """rclone serve s3 keeps no versions: an overwrite replaces the object (not write-once)."""
+    store.put("r/updates/a.json", b"first")
+    store.put("r/updates/a.json", b"second")
+    store.put("r/updates/b.safetensors", b"b")
+    assert not store.versioned()
+    assert store.first("r/updates/a.json") == store.get("r/updates/a.json") == b"second"
+    assert store.first("r/updates/missing.json") is None
+    found = store.versions("r/updates/")
+    assert (
+        list(found) == store.list("r/updates/") == ["r/updates/a.json", "r/updates/b.safetensors"]
+    )
+    assert all(len(v) == 1 and v[0].version_id is None and v[0].written for v in found.values())
+
+
+def test_a_store_without_versions_reads_as_one_version_per_key() -> None:
+    class Memory:
+        def __init__(self) -> None:
+            self.objects = {"p/a": b"1", "q/b": b"2"}
+
+        def put(self, key: str, data: bytes) -> None:
+            self.objects[key] = data
+
+        def get(self, key: str) -> bytes | None:
+            return self.objects.get(key)
+
+        def list(self, prefix: str) -> list[str]:
+            return sorted(k for k in self.objects if k.startswith(prefix))
+
+    memory = Memory()
+    assert not isinstance(memory, Versioned)
+    assert first(memory, "p/a") == b"1" and first(memory, "p/z") is None
+    assert versions(memory, "p/") == {"p/a": [Version(None, None)]}
 
 
 def test_large_object_round_trips_exactly(store: S3Store) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,17 +104,97 @@ def test_a_site_cannot_change_the_bucket_or_its_own_rights(seaweed: Seaweed) -> 
 
 
 @security
-def test_only_a_conditional_put_is_refused_over_an_existing_object(seaweed: Seaweed) -> None:
-    """SeaweedFS 4.48 honours ``If-None-Match: *`` (412), but a plain PUT replaces the object:
-    the server is not write-once, so a site may rewrite its own messages (never another's)."""
-    keys, site = run_keys(), stores(seaweed)["site-1"]
-    key = keys.update(1, "site-1")[0]
-    site.client.put_object(Bucket="fedmap", Key=key, Body=b"first", IfNoneMatch="*")
-    again = {"Bucket": "fedmap", "Key": key, "Body": b"second", "IfNoneMatch": "*"}
+def test_an_overwrite_is_a_new_version_and_the_first_is_what_the_centre_reads(
+    seaweed: Seaweed,
+) -> None:
+    """SeaweedFS 4.48 honours ``If-None-Match: *`` (412) but accepts a plain PUT over a key: on
+    the Object Lock bucket that is a newer version on top of the first, which stays."""
+    keys, store = run_keys(), stores(seaweed)
+    site, centre = store["site-1"], store["centre"]
+    tensors, manifest = keys.update(1, "site-1")
+    site.client.put_object(Bucket="fedmap", Key=tensors, Body=b"first", IfNoneMatch="*")
+    again = {"Bucket": "fedmap", "Key": tensors, "Body": b"second", "IfNoneMatch": "*"}
     assert error(site.client.put_object, **again) == ("PreconditionFailed", 412)
-    assert site.get(key) == b"first"
-    site.put(key, b"rewritten")  # no If-None-Match: accepted
-    assert site.get(key) == b"rewritten"
+    site.put(manifest, b"committed")
+    site.put(tensors, b"rewritten")  # plain PUTs, no If-None-Match: accepted
+    site.put(manifest, b"rewritten")
+    assert site.get(tensors) == centre.get(tensors) == b"rewritten"  # the latest version
+    assert centre.first(tensors) == b"first" and centre.first(manifest) == b"committed"
+    assert centre.first(keys.update(1, "site-2")[1]) is None
+    found = centre.versions(keys.updates(1))
+    assert list(found) == [manifest, tensors]
+    for history in found.values():
+        assert len(history) == 2 and len({v.version_id for v in history}) == 2
+        written = [v.written for v in history if v.written is not None]
+        assert len(written) == 2 and sorted(written) == written
+    with pytest.raises(StorageError, match="AccessDenied"):
+        site.first(tensors)  # reading versions is the centre's right
+
+
+@security
+def test_nobody_may_delete_or_unlock_the_first_version(seaweed: Seaweed) -> None:
+    keys, store = run_keys(), stores(seaweed)
+    site, centre = store["site-1"], store["centre"]
+    key = keys.update(1, "site-1")[1]
+    site.put(key, b"committed")
+    site.put(key, b"rewritten")
+    oldest = centre.versions(key)[key][0].version_id
+    assert oldest is not None
+    one = {"Bucket": "fedmap", "Key": key, "VersionId": oldest}
+    denied = ("AccessDenied", 403)
+    assert error(site.client.delete_object, **one) == denied
+    assert error(centre.client.delete_object, **one) == denied  # COMPLIANCE: not even the admin
+    assert error(centre.client.delete_object, **one, BypassGovernanceRetention=True) == denied
+    batch = centre.client.delete_objects(
+        Bucket="fedmap", Delete={"Objects": [{"Key": key, "VersionId": oldest}]}
+    )
+    assert [e.get("Code") for e in batch.get("Errors", [])] == ["AccessDenied"]
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    retention: Any = {"Mode": "GOVERNANCE", "RetainUntilDate": soon}
+    assert error(site.client.put_object_retention, **one, Retention=retention) == denied
+    short = {"ObjectLockMode": "GOVERNANCE", "ObjectLockRetainUntilDate": soon}
+    assert error(site.client.put_object, Bucket="fedmap", Key=key, Body=b"x", **short) == denied
+    unlocked: Any = {"ObjectLockEnabled": "Enabled"}
+    assert (
+        error(
+            site.client.put_object_lock_configuration,
+            Bucket="fedmap",
+            ObjectLockConfiguration=unlocked,
+        )
+        == denied
+    )
+    suspend: Any = {"Status": "Suspended"}
+    assert error(
+        centre.client.put_bucket_versioning, Bucket="fedmap", VersioningConfiguration=suspend
+    ) == ("InvalidBucketState", 409)
+    site.client.delete_object(Bucket="fedmap", Key=key)  # a plain DELETE: only a delete marker
+    assert centre.get(key) is None
+    assert centre.first(key) == b"committed"
+    assert [len(v) for v in centre.versions(key).values()] == [2]
+
+
+@security
+def test_uploads_reads_what_each_site_committed_first(seaweed: Seaweed) -> None:
+    from site_tasks.centre.server import uploads
+
+    keys, store = run_keys(), stores(seaweed)
+    for site in ("site-1", "site-2"):
+        tensors, manifest = keys.update(1, site)
+        store[site].put(tensors, f"{site} tensors".encode())
+        store[site].put(manifest, f"{site} manifest".encode())
+    store["site-1"].put(keys.update(1, "site-1")[0], b"forged tensors")
+    store["site-1"].put(keys.update(1, "site-1")[1], b"forged manifest")
+    store["site-2"].client.delete_object(Bucket="fedmap", Key=keys.update(1, "site-2")[1])
+    seen: dict[str, dict[str, Any]] = {}
+    found = list(uploads(store["centre"], keys, 1, seen))
+    assert [(c.site, c.manifest, c.read()) for c in found] == [
+        ("site-1", b"site-1 manifest", b"site-1 tensors"),
+        ("site-2", b"site-2 manifest", b"site-2 tensors"),  # withdrawn, yet committed
+    ]
+    assert {site: s["versions"] for site, s in seen.items()} == {"site-1": 2, "site-2": 1}
+    assert seen["site-1"]["manifest_key"] == keys.update(1, "site-1")[1]
+    assert seen["site-1"]["tensors_key"] == keys.update(1, "site-1")[0]
+    assert datetime.fromisoformat(seen["site-1"]["first_written"]).tzinfo is not None
 
 
 def test_a_worker_for_several_sites_holds_the_union_of_their_rules(tmp_path: Path) -> None:

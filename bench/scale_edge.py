@@ -82,11 +82,14 @@ def run_state(d: Deployment) -> str:
     return str(rows[0][0]) if rows else "none"
 
 
-def summary_path(d: Deployment, sites: int, rounds: int, t: int) -> Path:
+def summary_time(d: Deployment, sites: int, rounds: int, t: int) -> float | None:
+    """When round t's summary was written (read through the S3 server as the centre)."""
+    from site_tasks.local.edge import centre_object
     from site_tasks.runs import run_name
 
-    folder = d.state / "s3" / bucket(sites, rounds) / NAME / run_name(RUN_ID)
-    return folder / f"round-{t}" / "summary.json"
+    key = f"{NAME}/{run_name(RUN_ID)}/round-{t}/summary.json"
+    found = centre_object(d, bucket(sites, rounds), key)
+    return None if found is None else found[1]
 
 
 def progress(d: Deployment, sites: int, rounds: int) -> str:
@@ -96,7 +99,7 @@ def progress(d: Deployment, sites: int, rounds: int) -> str:
         "where dag_id = %s and run_id = %s group by 1, 2 order by 1, 2",
         (DAG, RUN_ID),
     )
-    done = sum(summary_path(d, sites, rounds, t).exists() for t in range(1, rounds + 1))
+    done = sum(summary_time(d, sites, rounds, t) is not None for t in range(1, rounds + 1))
     states = ", ".join(f"{t}:{s}={n}" for t, s, n in rows)
     return f"rounds aggregated {done}/{rounds}; {states}"
 
@@ -128,10 +131,10 @@ def figures(d: Deployment, sites: int, rounds: int) -> dict[str, Any]:
     start_end = next((r[5] for r in tis if r[1] == "start" and r[5] is not None), None)
     marks = [float(start_end)] if start_end is not None else []
     for t in range(1, rounds + 1):
-        path = summary_path(d, sites, rounds, t)
-        if not path.exists() or not marks:
+        written = summary_time(d, sites, rounds, t)
+        if written is None or not marks:
             break
-        marks.append(path.stat().st_mtime)
+        marks.append(written)
     per_round = [round(b - a, 2) for a, b in pairwise(marks)]
     states: dict[str, Counter[str]] = defaultdict(Counter)
     for _, task_id, _, state, *_ in tis:

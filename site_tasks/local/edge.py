@@ -492,6 +492,25 @@ def sql(d: Deployment, query: str, params: Sequence[Any] = ()) -> list[tuple[Any
         connection.close()
 
 
+def centre_object(d: Deployment, bucket: str, key: str) -> tuple[bytes, float] | None:
+    """An object of the deployment's bucket, read with the centre's key, with the time it was
+    written (epoch seconds); None when it is not there. The S3 server enforces identities, so
+    tools read through it as the centre would, never its data folder."""
+    from botocore.exceptions import ClientError
+
+    from fedmap.schema import Storage
+    from site_tasks.storage import S3Store
+
+    access, secret = d.s3_key("centre")
+    url = f"http://127.0.0.1:{d.s3_port}"
+    store = S3Store(Storage(bucket, url, access_key_id=access, secret_access_key=secret))
+    try:
+        response = store.client.get_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return None
+    return response["Body"].read(), response["LastModified"].timestamp()
+
+
 def wait_until(what: str, check: Callable[[], object], timeout: float) -> None:
     """Poll check() every second until it is truthy; TimeoutError naming what after timeout."""
     deadline = time.monotonic() + timeout

@@ -12,6 +12,7 @@ mid-run gets its site dropped by the quorum while the run goes on.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -147,16 +148,18 @@ def task_states(d: Deployment, run_id: str) -> dict[tuple[str, int], TI]:
     }
 
 
-def summary_path(d: Deployment, run_id: str, t: int) -> Path:
+def summary_object(d: Deployment, run_id: str, t: int) -> tuple[bytes, float] | None:
+    """Round t's summary and when it was written, read through the S3 server as the centre."""
+    from site_tasks.local.edge import centre_object
     from site_tasks.runs import run_name
 
-    return (
-        d.state / "s3" / "fedmap-edge" / "edge" / run_name(run_id) / f"round-{t}" / "summary.json"
-    )
+    return centre_object(d, "fedmap-edge", f"edge/{run_name(run_id)}/round-{t}/summary.json")
 
 
 def summary(d: Deployment, run_id: str, t: int) -> dict[str, Any]:
-    return dict(json.loads(summary_path(d, run_id, t).read_text()))
+    found = summary_object(d, run_id, t)
+    assert found is not None, f"no summary of round {t} in {run_id}"
+    return dict(json.loads(found[0]))
 
 
 def mean(values: list[float]) -> str:
@@ -172,7 +175,7 @@ def figures(d: Deployment, run_id: str) -> str:
         "select extract(epoch from end_date) from task_instance "
         f"where run_id = '{run_id}' and task_id = 'start'",
     )[0]
-    ends = [summary_path(d, run_id, t).stat().st_mtime for t in range(1, ROUNDS + 1)]
+    ends = [(summary_object(d, run_id, t) or (b"", math.nan))[1] for t in range(1, ROUNDS + 1)]
     rounds = [b - a for a, b in pairwise([float(start_end), *ends])]
     rows = sql(
         d,
@@ -271,7 +274,7 @@ def test_a_stopped_worker_is_dropped_by_the_quorum(federation: tuple[Deployment,
     d, _ = federation
     trigger(d, "edge-run-2")
     wait(  # site-03 has sent its round-1 update: it is part of this run
-        "round 1 aggregated", lambda: summary_path(d, "edge-run-2", 1).exists(), 600
+        "round 1 aggregated", lambda: summary_object(d, "edge-run-2", 1) is not None, 600
     )
     assert stop(d.stack, "worker-site-03", timeout=1)  # the hospital's machine goes away
     try:

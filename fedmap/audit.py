@@ -5,7 +5,8 @@ the entry before it.
 
 so editing, inserting, reordering or deleting any entry but the last breaks the chain at that
 entry, which :func:`verify` reports by line. Deleting the tail is detected against a head hash
-kept elsewhere (the centre writes its head into every round summary; ``verify(path, head=...)``).
+kept elsewhere: the centre writes its head into every round summary, and ``verify(path,
+head=...)`` fails unless that entry is still in the chain (the log was not cut before it).
 The centre logs every upload it saw (who, which object, its hash, accepted or rejected and why)
 and every object it wrote; a site logs everything that left it. Standard library only.
 """
@@ -99,9 +100,9 @@ class AuditLog:
 def verify(path: Path, head: str | None = None) -> int:
     """Check the whole chain; return the number of entries, or raise AuditError at the first
     line that does not hold: unparsable, a field missing, its hash not its content's, its
-    ``prev`` not the hash before, a gap in ``seq``, or (with ``head``) a log that ends elsewhere
-    than at the head recorded outside it, i.e. entries cut from the end."""
-    previous, count = GENESIS, 0
+    ``prev`` not the hash before, a gap in ``seq``, or (with ``head``) a log that no longer holds
+    the entry whose hash was recorded outside it, i.e. entries cut from the end."""
+    previous, count, found = GENESIS, 0, head in (None, GENESIS)
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -123,8 +124,10 @@ def verify(path: Path, head: str | None = None) -> int:
                     "(an entry was deleted, inserted or moved)"
                 )
             previous, count = entry["hash"], count + 1
-    if head is not None and head != previous:
+            found = found or entry["hash"] == head
+    if not found:
         raise AuditError(
-            f"{path}: ends at {previous[:12]}, not at the recorded head {head[:12]} (cut)"
+            f"{path}: the recorded head {str(head)[:12]} is not in the log: entries were cut "
+            "from its end"
         )
     return count

@@ -59,8 +59,10 @@ def init(
     """
     trust.enrol(config, CENTRE)
     committed = store.get(Keys.of(config).prior(1)[1])
-    if committed is not None:
-        return Manifest.from_json(committed)
+    if committed is not None:  # a retried start: the centre's own prior, or a forgery
+        manifest = Manifest.from_json(committed)
+        trust.verify_prior(config, manifest)
+        return manifest
     extra: dict[str, Any] = {"model": config.model.name, "n_features": config.model.n_features}
     if warm is not None:
         params, source = prior_mean(warm[0]), warm[1]

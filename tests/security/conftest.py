@@ -5,7 +5,7 @@ session's ``rclone serve s3``. Each test gets its own run, state folder and keyr
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +13,10 @@ import pytest
 
 from site_tasks.federation import StorageConfig
 from site_tasks.storage import S3Store
-from tests.security.heart import SITES, Heart, write_federation, write_sites
+from tests.security.heart import SITES, Heart, MakeHeart, write_federation, write_sites
 
 if TYPE_CHECKING:
     from site_tasks.local.seaweed import Seaweed
-
-MakeHeart = Callable[..., Heart]
 
 
 @pytest.fixture(autouse=True)

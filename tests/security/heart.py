@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,10 @@ class Heart:
     def theta(self, site: str, round_: int = 1) -> Params:
         """The site's committed theta_k as the centre reads it now."""
         return decode_params(self.centre.get(self.keys.update(round_, site)[0]) or b"")
+
+
+MakeHeart = Callable[..., Heart]
+"""The fixtures' factory: ``make_heart(sites=SITES, **federation file overrides)``."""
 
 
 def sign_with(config: FederationConfig, pem: bytes, kid: str, manifest: Manifest) -> Manifest:

@@ -270,6 +270,7 @@ def test_a_cleared_site_task_stays_on_its_queue(federation: tuple[Deployment, Pa
     wait("run 1 finished again", lambda: run_state(d, "edge-run-1") == "success", 120)
 
 
+@pytest.mark.exhaustive
 def test_a_stopped_worker_is_dropped_by_the_quorum(federation: tuple[Deployment, Path]) -> None:
     d, _ = federation
     trigger(d, "edge-run-2")

@@ -147,7 +147,14 @@ def test_an_unsigned_update_is_rejected(make_heart: MakeHeart) -> None:
     assert_formed_from(heart, summary, HONEST)
 
 
-@pytest.mark.parametrize("forgery", ["other-key", "flipped-signature", "edited-after-signing"])
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        "other-key",
+        pytest.param("flipped-signature", marks=pytest.mark.exhaustive),
+        pytest.param("edited-after-signing", marks=pytest.mark.exhaustive),
+    ],
+)
 def test_a_forged_signature_is_rejected(make_heart: MakeHeart, forgery: str) -> None:
     heart = make_heart()
     heart.start()
@@ -171,6 +178,7 @@ def test_a_forged_signature_is_rejected(make_heart: MakeHeart, forgery: str) -> 
     assert_formed_from(heart, summary, HONEST)
 
 
+@pytest.mark.exhaustive
 def test_an_update_signed_with_an_unenrolled_key_is_rejected(make_heart: MakeHeart) -> None:
     """Someone with the site's storage key but not its signing key signs with a key of their own."""
     heart = make_heart()
@@ -187,7 +195,7 @@ def test_an_update_signed_with_an_unenrolled_key_is_rejected(make_heart: MakeHea
     assert_formed_from(heart, summary, HONEST)
 
 
-@pytest.mark.parametrize("across", ["run", "round"])
+@pytest.mark.parametrize("across", ["run", pytest.param("round", marks=pytest.mark.exhaustive)])
 def test_a_replayed_update_is_rejected(make_heart: MakeHeart, across: str) -> None:
     """A genuinely signed update of run A (round 1) copied into run B, or into round 2."""
     heart = make_heart(rounds=2)
@@ -284,6 +292,7 @@ def test_a_forged_prior_is_refused_by_the_site(
     assert sent == [heart.keys.validation("site-1")]  # nothing but its validation report left
 
 
+@pytest.mark.exhaustive
 def test_a_prior_replaced_after_commit_is_refused_and_earlier_work_kept(
     make_heart: MakeHeart,
 ) -> None:
@@ -313,8 +322,12 @@ def test_a_prior_replaced_after_commit_is_refused_and_earlier_work_kept(
 
 @pytest.mark.parametrize(
     ("sites", "bounds"),
-    [(("site-1", ATTACKER), {}), (SITES, {"max_weight": 0.34})],
-    ids=["default-cap-two-sites", "cap-0.34-three-sites"],
+    [
+        pytest.param(("site-1", ATTACKER), {}, id="default-cap-two-sites"),
+        pytest.param(
+            SITES, {"max_weight": 0.34}, id="cap-0.34-three-sites", marks=pytest.mark.exhaustive
+        ),
+    ],
 )
 def test_an_inflated_log_omega_is_capped(
     make_heart: MakeHeart, sites: tuple[str, ...], bounds: dict[str, float]
@@ -351,6 +364,7 @@ def test_an_inflated_log_omega_is_capped(
     assert distance(prior, honest_mean) < 0.8 * without_cap
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize(
     ("log_omega", "reason"),
     [
@@ -460,6 +474,7 @@ def test_an_edited_audit_log_is_detected(
     assert code == 2 and "entries were cut" in err
 
 
+@pytest.mark.exhaustive
 def test_an_intact_audit_log_verifies_against_its_recorded_head(
     make_heart: MakeHeart, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -85,9 +85,11 @@ class AuditLog:
         if not self.path.exists():
             return
         with self.path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line)
+            fcntl.flock(handle, fcntl.LOCK_SH)  # never half an append
+            lines = handle.readlines()
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
 
     def head(self) -> str:
         """The hash of the last entry (GENESIS for an empty log)."""

@@ -37,6 +37,8 @@ PRIORS = ("gaussian", "diagonal", "icnn")
 TIERS = (1, 2, 3)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 """A federation, run, site, queue or connection name; ``infra/site/policy.py`` keeps a copy."""
+RESERVED_SITES = ("centre", "prior")
+"""Names no site may take (``fedmap.signing.CENTRE``; the priors' keys, ``site_tasks.access``)."""
 TOP_LEVEL = frozenset(
     {
         "name",
@@ -376,6 +378,11 @@ def _folder(base: Path, value: Any, what: str) -> Path:
 def _site(base: Path, name: Any, spec: Any) -> Site:
     where = f"sites.{name}"
     check_name(name, where)
+    if name in RESERVED_SITES:
+        raise ConfigError(
+            f"{where}: {name!r} cannot name a site ('centre' owns the centre's signing key; "
+            "'prior' would match every site's read rule for the priors)"
+        )
     if not isinstance(spec, Mapping):
         raise ConfigError(
             f"{where} must be {{data: FOLDER, tier: 1|2|3, queue: NAME, output: FOLDER}}, got {spec!r}"

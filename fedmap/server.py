@@ -53,9 +53,9 @@ class Checks:
     keyring: Keyring
     """Every update must be signed by its site's active, enrolled key."""
     bounds: Bounds = field(default_factory=Bounds)
-    accepted: Mapping[str, str] = field(default_factory=dict)
-    """site -> nonce of the update the centre accepted for this round before (its audit log): a
-    different update from the same site for the same round is a duplicate."""
+    accepted: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """site -> (nonce, tensors' SHA-256) of the update the centre accepted for this round before
+    (its audit log): any other update from the same site for the same round is a duplicate."""
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,13 @@ def screen(candidate: Candidate, round_: int, checks: Checks | None = None) -> M
             raise MessageError(
                 f"log omega {manifest.log_omega:.4g} is below bounds.min_log_omega {low}"
             )
+        if not manifest.nonce:
+            raise MessageError("signed manifest without a nonce")
         before = checks.accepted.get(manifest.site)
-        if before is not None and before != manifest.nonce:
+        if before is not None and before != (manifest.nonce, manifest.sha256):
             raise MessageError(
-                f"duplicate: an update with nonce {before[:12]} was already accepted from "
-                f"{manifest.site} for round {round_}"
+                f"duplicate: an update with nonce {before[0][:12]} and tensors {before[1][:12]} "
+                f"was already accepted from {manifest.site} for round {round_}"
             )
     return manifest
 

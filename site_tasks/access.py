@@ -29,7 +29,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 """fedmap.schema.NAME (federation, site names): never a wildcard (* ?), '/' or '$'."""
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 """S3 bucket names: 3-63 lower-case letters, digits, '.' and '-'."""
-RESERVED_SITES = frozenset({"prior"})
+RESERVED_SITES = frozenset({"prior", "centre"})
 """A site named ``prior`` would write ``round-<t>/updates/prior.json``, which every site's prior
 pattern ``round-*/prior.json`` matches (``*`` spans ``/``): the others could read its update."""
 

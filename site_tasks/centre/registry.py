@@ -255,10 +255,8 @@ def register(
                         mlflow.log_metric(f"gain_over_local_{metric}", gain)
                 blob = first(store, keys.update(rounds, site)[0])  # the committed version
                 accepted = _json(store, keys.summary(rounds)).get("sha256", {}).get(site)
-                if blob is not None and accepted and sha256_hex(blob) != accepted:
-                    log.warning(
-                        "%s: its update is not the one the centre accepted: not registered", site
-                    )
+                if blob is not None and (not accepted or sha256_hex(blob) != accepted):
+                    log.warning("%s: its last update was not accepted: no model registered", site)
                     blob = None
                 if blob is not None and final:
                     tags = {

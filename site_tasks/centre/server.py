@@ -41,7 +41,9 @@ def _commit_prior(
     )
     tensors_key, manifest_key = Keys.of(config).prior(round_)
     audited = trust.audited(config, CENTRE, store)
-    audited.put(tensors_key, blob)
+    # the manifest is the commit marker and write-once; a tensor file without one is an
+    # unfinished write that a retry may replace (nobody reads it before its manifest)
+    audited.put(tensors_key, blob, once=False)
     audited.put(manifest_key, manifest.to_json().encode())
     return manifest
 
@@ -131,10 +133,11 @@ def collect(config: FederationConfig, store: ObjectStore, round_: int) -> list[C
     return list(uploads(store, Keys.of(config), round_))
 
 
-def accepted_nonces(audit: AuditLog, round_: int) -> dict[str, str]:
-    """site -> nonce of the update the centre accepted for round_ in an earlier attempt."""
+def accepted_nonces(audit: AuditLog, round_: int) -> dict[str, tuple[str, str]]:
+    """site -> (nonce, tensors' SHA-256) of the update the centre accepted for round_ in an
+    earlier attempt."""
     return {
-        str(e["details"]["site"]): str(e["details"]["nonce"])
+        str(e["details"]["site"]): (str(e["details"]["nonce"]), str(e["sha256"]))
         for e in audit.entries()
         if e["action"] == "aggregate"
         and e["outcome"] == "accepted"
@@ -235,6 +238,8 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
         )
     manifest_key = keys.prior(round_ + 1)[1]
     committed = store.get(manifest_key)
+    if committed is not None:
+        trust.verify_prior(config, Manifest.from_json(committed))  # the centre's, not a forgery
     if committed is not None and Manifest.from_json(committed).sha256 != sha256_hex(
         encode_params(new_prior)
     ):

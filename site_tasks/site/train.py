@@ -255,16 +255,22 @@ def train(
     blob = encode_params(theta)
     tensors_key, manifest_key = Keys.of(config).update(round_, site)
     sent = store.get(manifest_key)
-    if sent is not None:
+    if sent is not None:  # a retry after the commit: the committed update stands
         committed = Manifest.from_json(sent)
         if committed.sha256 != sha256_hex(blob):
-            raise trust.WriteOnceError(
-                f"{site}: round {round_}: an update with other tensors is already committed at "
-                f"{manifest_key}; storage is write-once"
+            log.warning(
+                "%s: round %d: the retrained tensors differ from the committed update (e.g. "
+                "non-deterministic CUDA kernels); the committed one stands",
+                site,
+                round_,
             )
         keep_state(config, site, round_, fitted.personal)
         log.info("%s: round %d: update already committed -> %s", site, round_, manifest_key)
         return TrainResult(committed, fitted.device)
+    written = store.get(tensors_key)
+    if written is not None and written != blob:
+        # a retry after the tensor file went up but before its manifest: commit what was sent
+        blob, theta = written, decode_params(written)
     manifest = make_manifest(
         "update",
         round_,

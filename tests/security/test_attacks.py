@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from fedmap.bounds import softmax
 from fedmap.messages import Manifest, encode_params, make_manifest, sha256_hex
 from fedmap.models import build_model
-from fedmap.signing import CENTRE, SignatureError, generate, key_id
+from fedmap.signing import CENTRE, SignatureError, generate, key_id, load_private, sign
 from site_tasks import cli, trust
 from site_tasks.centre import server
 from site_tasks.site.train import PriorUnavailable, state_path
@@ -420,9 +420,35 @@ def test_a_second_update_for_an_accepted_round_is_a_duplicate(make_open_heart: M
     honest_round(heart, ("site-2", ATTACKER))
     summary = heart.aggregate()
     assert summary.rejected == {
-        "site-1": f"duplicate: an update with nonce {first.nonce[:12]} was already accepted "
-        "from site-1 for round 1"
+        "site-1": f"duplicate: an update with nonce {first.nonce[:12]} and tensors "
+        f"{first.sha256[:12]} was already accepted from site-1 for round 1"
     }
+    assert_formed_from(heart, summary, ("site-2", ATTACKER))
+
+
+@pytest.mark.exhaustive
+def test_a_replaced_update_reusing_the_accepted_nonce_is_a_duplicate(
+    make_open_heart: MakeHeart,
+) -> None:
+    """The signer picks its own nonce: a replacement re-signed with the accepted nonce is still
+    caught, by the tensors' SHA-256 the centre recorded with it."""
+
+    heart = make_open_heart(min_sites=2)
+    heart.start()
+    first = heart.train("site-1")
+    with pytest.raises(server.QuorumNotMet):
+        heart.aggregate()
+    theta = {k: v + 0.1 for k, v in heart.theta("site-1").items()}
+    blob, second = heart.signed("site-1", 1, theta, first.log_omega)
+    pem, _ = trust.own_key(heart.config, "site-1")
+    reused = replace(second, nonce=first.nonce, signature="")
+    reused = replace(reused, signature=sign(load_private(pem), reused.body()))
+    heart.send("site-1", 1, "site-1", blob, reused)
+    honest_round(heart, ("site-2", ATTACKER))
+    summary = heart.aggregate()
+    assert summary.rejected["site-1"].startswith(
+        f"duplicate: an update with nonce {first.nonce[:12]}"
+    )
     assert_formed_from(heart, summary, ("site-2", ATTACKER))
 
 

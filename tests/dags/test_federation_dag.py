@@ -349,6 +349,11 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
         filter_string=f"tags.dag_run_id = '{run.run_id}' and attributes.run_name = '{run_name(run.run_id)}'",
     )[0]
     assert parent.data.params["rounds"] == "2" and parent.data.tags["prior_alias"] == "champion"
+    # the centre's hash-chained audit log of the run, verified and attached to the parent run
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "audit")] == [
+        "audit/audit.jsonl"
+    ]
+    assert int(parent.data.tags["audit_entries"]) > 0 and len(parent.data.tags["audit_head"]) == 64
     children = client.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",

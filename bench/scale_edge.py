@@ -33,7 +33,6 @@ import yaml
 from bench.scale import write_sites
 from site_tasks.local.edge import Deployment, api, default_slots, down, pg_data, sql, up
 from site_tasks.local.edge import wait_until as wait_for
-from site_tasks.local.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "scale_edge"
@@ -208,13 +207,7 @@ def edge_round_times(
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     path = write_federation(root, sites, rounds)
-    d = Deployment(
-        root / "deployment",
-        api_port=free_port(),
-        pg_port=free_port(),
-        s3_port=free_port(),
-        log_port=free_port(),
-    )
+    d = Deployment.on_free_ports(root / "deployment")
     limit = timeout if timeout is not None else default_timeout(sites, rounds)
     result: dict[str, Any] = {
         "sites": sites,

@@ -14,7 +14,6 @@ import argparse
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.schema import Bounds
 from fedmap.server import Candidate, Checks, aggregate_round
-from fedmap.signing import Keyring, generate, key_id, load_private, public_bytes, sign
+from fedmap.signing import Keyring, generate, load_private, public_bytes, seal, sign
 
 
 def updates(sites: int, prior: Params, seed: int = 0) -> tuple[list[Candidate], Keyring]:
@@ -43,8 +42,7 @@ def updates(sites: int, prior: Params, seed: int = 0) -> tuple[list[Candidate], 
         manifest = make_manifest(
             "update", 1, theta, blob, site=name, num_examples=100, log_omega=-0.6 - 0.01 * k
         )
-        manifest = replace(manifest, federation="bench", run="r", nonce=name, key_id=key_id(public))
-        manifest = replace(manifest, signature=sign(private, manifest.body()))
+        manifest = seal(manifest, private, "bench", "r", nonce=name)
         out.append(Candidate(name, manifest.to_json().encode(), blob))
     return out, ring
 

@@ -195,7 +195,7 @@ def aggregate_round(
         if outcome is not None:
             break
         screened = [(c, m) for c, m in screened if c.site not in rejected]
-    new_prior, stream, weights, capped, norms = outcome
+    new_prior, weights, capped, norms = outcome
     accepted = {m.site: m for _, m in screened if m.site not in rejected}
     sites = sorted(accepted)
     summary = RoundSummary(
@@ -213,11 +213,11 @@ def aggregate_round(
         nonces={s: accepted[s].nonce for s in sites if accepted[s].nonce},
         sha256={s: accepted[s].sha256 for s in sites},
     )
-    del stream
     return new_prior, summary
 
 
-Folded = tuple[Params, StreamingMean, dict[str, float], list[str], dict[str, float]]
+Folded = tuple[Params, dict[str, float], list[str], dict[str, float]]
+"""The new prior, w_k by site, the sites the cap lowered, and ||theta_k - mu|| by site."""
 
 
 def _fold(
@@ -235,9 +235,8 @@ def _fold(
     if not screened:
         detail = "; ".join(f"{s}: {r}" for s, r in sorted(rejected.items())) or "no uploads"
         raise NoValidUpdates(f"round {round_}: no valid update ({detail})")
+    # finite: screen rejects a non-finite log omega, and N_k > 0
     logs = [log_weight(m.log_omega, m.num_examples, method.weighting) for _, m in screened]
-    if all(x == -math.inf for x in logs):
-        raise NoValidUpdates(f"round {round_}: log omega is -inf for every accepted site")
     plain = softmax(logs)
     weights = cap_weights(plain, checks.bounds.max_weight) if checks is not None else plain
     capped = [
@@ -270,4 +269,4 @@ def _fold(
     assert stream is not None
     new_prior = method.aggregate_stream(stream, dict(mu))
     by_site = {m.site: w for (_, m), w in zip(screened, weights, strict=True)}
-    return new_prior, stream, by_site, capped, norms
+    return new_prior, by_site, capped, norms

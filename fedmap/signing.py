@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fedmap.messages import Manifest
 from fedmap.report import write_atomic
 
 CENTRE = "centre"
@@ -72,6 +74,27 @@ def load_private(pem: bytes) -> Ed25519PrivateKey:
 def sign(private: Ed25519PrivateKey, body: Mapping[str, Any]) -> str:
     """The base64 Ed25519 signature of ``canonical(body)``."""
     return base64.b64encode(private.sign(canonical(body))).decode()
+
+
+def seal(
+    manifest: Manifest,
+    private: Ed25519PrivateKey,
+    federation: str,
+    run: str,
+    kid: str | None = None,
+    nonce: str | None = None,
+) -> Manifest:
+    """The manifest bound to federation and run, with ``nonce`` (a fresh 128-bit one unless
+    given) and key id ``kid`` (private's own unless another is claimed), signed by private."""
+    bound = replace(
+        manifest,
+        federation=federation,
+        run=run,
+        nonce=secrets.token_hex(16) if nonce is None else nonce,
+        key_id=key_id(public_bytes(private)) if kid is None else kid,
+        signature="",
+    )
+    return replace(bound, signature=sign(private, bound.body()))
 
 
 def verify(public: bytes, body: Mapping[str, Any], signature: str) -> bool:

@@ -13,8 +13,6 @@ with the centre's public key, and the centre's holds the keyring of every site
 from __future__ import annotations
 
 import os
-import secrets
-from dataclasses import replace
 from pathlib import Path
 
 from fedmap.audit import AuditLog
@@ -29,7 +27,7 @@ from fedmap.signing import (
     load_private,
     public_bytes,
     read_keyring,
-    sign,
+    seal,
     write_keyring,
 )
 from site_tasks import storage
@@ -90,15 +88,16 @@ def enrol_all(config: FederationConfig) -> list[EnrolledKey]:
 def rotate(config: FederationConfig, owner: str) -> EnrolledKey:
     """A new key pair for owner: the old private key is replaced and its public key revoked, so
     nothing signed with it is accepted from now on."""
-    old = keyring(config).active(owner)
-    _write_key(key_path(config, owner), generate()[0])
-    entry = enrol(config, owner)
+    pem = generate()[0]
+    _write_key(key_path(config, owner), pem)
+    public = public_bytes(load_private(pem))
     ring = keyring(config)
-    for stale in old:
-        if stale.key_id != entry.key_id:
-            ring = ring.revoke(owner, stale.key_id)
+    stale = [k.key_id for k in ring.active(owner)]
+    ring = ring.enrol(owner, public)
+    for kid in stale:
+        ring = ring.revoke(owner, kid)
     write_keyring(config.federation.keyring, ring)
-    return entry
+    return next(k for k in ring.of(owner) if k.key_id == key_id(public))
 
 
 def revoke(config: FederationConfig, owner: str, kid: str | None = None) -> Keyring:
@@ -114,22 +113,16 @@ def signed(config: FederationConfig, owner: str, manifest: Manifest) -> Manifest
     centre will drop."""
     pem, public = own_key(config, owner)
     kid = key_id(public)
-    if os.environ.get(ENROL_ON_FIRST_USE) == "1" and not keyring(config).of(owner):
+    ring = keyring(config)
+    if os.environ.get(ENROL_ON_FIRST_USE) == "1" and not ring.of(owner):
         enrol(config, owner)
-    if not any(k.key_id == kid for k in keyring(config).active(owner)):
+        ring = keyring(config)
+    if not any(k.key_id == kid for k in ring.active(owner)):
         raise SignatureError(
             f"{owner}: its key {kid} is not enrolled in {config.federation.keyring} (or was "
             f"revoked); run: site-task enrol --federation FILE --site {owner}"
         )
-    bound = replace(
-        manifest,
-        federation=config.name,
-        run=config.run,
-        nonce=secrets.token_hex(16),
-        key_id=kid,
-        signature="",
-    )
-    return replace(bound, signature=sign(load_private(pem), bound.body()))
+    return seal(manifest, load_private(pem), config.name, config.run)
 
 
 def verify_prior(config: FederationConfig, manifest: Manifest) -> None:

@@ -187,6 +187,7 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
 
     from fedmap.data import write_site
     from fedmap.synthetic import generate
+    from tests.federation_files import synthetic_federation
 
     def make(
         n_sites: int = 3,
@@ -210,31 +211,21 @@ def make_federation(tmp_path: Path, s3_server: S3Endpoint) -> Callable[..., Path
             write_site(small, data_root)
             sites[split.name] = {"data": f"hospital-data/{split.name}"}
         bucket = f"fedmap-{uuid.uuid4().hex[:12]}"
-        config = {
-            "name": "synthetic-label-skew",
-            "run": "test-run",
-            "task": {"contract": "synthetic", "target": "label", "model": "mlp", "n_features": 30},
-            "algorithm": {
-                "method": "fedmap",
-                "prior": "gaussian",
-                "variance": 1.0,
-                "rounds": rounds,
-                "epochs": 1,
-                "batch_size": 32,
-                "lr": 0.01,
-            },
-            "min_sites": min_sites,
-            "storage": {
+        config = synthetic_federation(
+            "synthetic-label-skew",
+            "test-run",
+            sites,
+            {
                 "bucket": bucket,
                 "endpoint_url": s3_server.url,
                 "access_key_id": s3_server.access_key,
                 "secret_access_key": s3_server.secret_key,
             },
-            "sites": sites,
-            "device": "cpu",
-            "state_dir": "site-state",
+            "site-state",
+            rounds,
+            min_sites,
             **overrides,
-        }
+        )
         path = tmp_path / "federation.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         if enrol:

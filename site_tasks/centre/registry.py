@@ -227,6 +227,7 @@ def register(
             mlflow.log_text(fairness.markdown, "equity.md")
             mlflow.log_dict(fairness.as_dict(), "equity.json")
         site_versions: dict[str, str] = {}
+        accepted_sha256 = _json(store, keys.summary(rounds)).get("sha256", {})
         for site in members:
             validation = _json(store, keys.validation(site))
             with mlflow.start_run(run_name=site, nested=True):
@@ -254,7 +255,7 @@ def register(
                         gain = final["personalised"][metric] - final["local"][metric]
                         mlflow.log_metric(f"gain_over_local_{metric}", gain)
                 blob = first(store, keys.update(rounds, site)[0])  # the committed version
-                accepted = _json(store, keys.summary(rounds)).get("sha256", {}).get(site)
+                accepted = accepted_sha256.get(site)
                 if blob is not None and (not accepted or sha256_hex(blob) != accepted):
                     log.warning("%s: its last update was not accepted: no model registered", site)
                     blob = None

@@ -237,12 +237,11 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
             f"{config.min_sites}; missing: {', '.join(missing) or 'none'}"
         )
     manifest_key = keys.prior(round_ + 1)[1]
-    committed = store.get(manifest_key)
+    raw = store.get(manifest_key)
+    committed = None if raw is None else Manifest.from_json(raw)
     if committed is not None:
-        trust.verify_prior(config, Manifest.from_json(committed))  # the centre's, not a forgery
-    if committed is not None and Manifest.from_json(committed).sha256 != sha256_hex(
-        encode_params(new_prior)
-    ):
+        trust.verify_prior(config, committed)  # the centre's, not a forgery
+    if committed is not None and committed.sha256 != sha256_hex(encode_params(new_prior)):
         raise PriorConflict(
             f"{manifest_key} is already committed with other content; clear the round's later "
             "state before aggregating it again"

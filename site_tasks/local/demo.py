@@ -284,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from site_tasks import trust
         from site_tasks.federation import load_federation
 
-        enrolled = trust.enrol_all(load_federation(path))
-        keyring = load_federation(path).federation.keyring
+        demo = load_federation(path)
+        enrolled = trust.enrol_all(demo)
+        keyring = demo.federation.keyring
         print(f"keys: the centre and {len(enrolled) - 1} sites enrolled (Ed25519) in {keyring}")
         access, secret = stack.credentials()
         os.environ.update(

@@ -48,6 +48,7 @@ from site_tasks.local.stack import (
     _spawn,
     _wait,
     accepts,
+    free_port,
     healthy,
     running_pid,
     stop,
@@ -153,6 +154,13 @@ class Deployment:
     """The scheduler's task-log server (Airflow's default 8793 may belong to another stack)."""
     queued_timeout_s: int = int(os.environ.get("FEDMAP_QUEUED_TIMEOUT_S", "60"))
     """A site task no worker picks up within this time fails, and the quorum decides."""
+
+    @staticmethod
+    def on_free_ports(state: Path, **settings: Any) -> Deployment:
+        """A deployment under state whose four servers listen on ports nothing uses now (tests
+        and benchmarks that must not meet another stack); ``settings`` sets the other fields."""
+        ports = ("api_port", "pg_port", "s3_port", "log_port")
+        return Deployment(state, **{name: free_port() for name in ports}, **settings)
 
     @property
     def stack(self) -> Stack:

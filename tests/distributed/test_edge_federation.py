@@ -37,7 +37,7 @@ from site_tasks.local.edge import (
     up,
 )
 from site_tasks.local.edge import wait_until as wait
-from site_tasks.local.stack import BIN, free_port, stop
+from site_tasks.local.stack import BIN, stop
 
 pytestmark = pytest.mark.distributed
 SITES = ("site-01", "site-02", "site-03")
@@ -87,14 +87,7 @@ def airflow(d: Deployment, *args: str) -> str:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, Path]]:
     root = tmp_path_factory.mktemp("edge")
     path = write_federation(root)
-    d = Deployment(
-        root / "deployment",
-        api_port=free_port(),
-        pg_port=free_port(),
-        s3_port=free_port(),
-        log_port=free_port(),
-        queued_timeout_s=20,
-    )
+    d = Deployment.on_free_ports(root / "deployment", queued_timeout_s=20)
     saved = dict(os.environ)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.update({"FEDMAP_TRAIN_RETRIES": "0", "FEDMAP_TRAIN_TIMEOUT_MIN": "5"})

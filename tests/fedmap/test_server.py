@@ -221,20 +221,14 @@ def test_round_reads_each_upload_once_and_lists_missing_members() -> None:
 def signed_upload(
     site: str, value: float, log_omega: float, ring: dict[str, bytes], run: str = "r"
 ) -> Candidate:
-    from dataclasses import replace
-
-    from fedmap.signing import generate, key_id, load_private, sign
+    from fedmap.signing import generate, load_private, seal
 
     if site not in ring:
         ring[site] = generate()[0]
-    private = load_private(ring[site])
-    from fedmap.signing import public_bytes
-
     p = theta(value)
     blob = encode_params(p)
     m = make_manifest("update", 1, p, blob, site=site, num_examples=10, log_omega=log_omega)
-    m = replace(m, federation="f", run=run, nonce=site, key_id=key_id(public_bytes(private)))
-    m = replace(m, signature=sign(private, m.body()))
+    m = seal(m, load_private(ring[site]), "f", run, nonce=site)
     return Candidate(site, m.to_json().encode(), blob)
 
 

@@ -24,13 +24,14 @@ from fedmap.bounds import cap_weights, softmax
 from fedmap.messages import Manifest, decode_params, encode_params, make_manifest
 from fedmap.params import Params
 from fedmap.server import RoundSummary
-from fedmap.signing import load_private, sign
+from fedmap.signing import load_private, seal
 from site_tasks import trust
 from site_tasks.centre import server
 from site_tasks.federation import FederationConfig, StorageConfig, load_federation
 from site_tasks.site.train import Fitted, fit_site, prepare, train
 from site_tasks.site.validate import validate
 from site_tasks.storage import Keys, S3Store
+from tests.federation_files import synthetic_federation
 
 SITES = ("site-1", "site-2", "site-10")
 FEDERATION = "heart"
@@ -68,31 +69,21 @@ def write_federation(
 ) -> FederationConfig:
     """Write federation ``heart`` (fresh run name, state under path's folder) and enrol every
     site's and the centre's key (``trust.enrol_all``, one machine)."""
-    body = {
-        "name": FEDERATION,
-        "run": f"sec-{secrets.token_hex(4)}",
-        "task": {"contract": "synthetic", "target": "label", "model": "mlp", "n_features": 30},
-        "algorithm": {
-            "method": "fedmap",
-            "prior": "gaussian",
-            "variance": 1.0,
-            "rounds": rounds,
-            "epochs": 1,
-            "batch_size": 32,
-            "lr": 0.01,
-        },
-        "min_sites": min_sites,
-        "storage": {
+    body = synthetic_federation(
+        FEDERATION,
+        f"sec-{secrets.token_hex(4)}",
+        {name: {"data": str(folder)} for name, folder in data.items()},
+        {
             "bucket": storage.bucket,
             "endpoint_url": storage.endpoint_url,
             "access_key_id": storage.access_key_id,
             "secret_access_key": storage.secret_access_key,
         },
-        "sites": {name: {"data": str(folder)} for name, folder in data.items()},
-        "device": "cpu",
-        "state_dir": str(path.parent / "state"),
+        str(path.parent / "state"),
+        rounds,
+        min_sites,
         **overrides,
-    }
+    )
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     config = load_federation(path)
     trust.enrol_all(config)
@@ -182,15 +173,7 @@ MakeHeart = Callable[..., Heart]
 def sign_with(config: FederationConfig, pem: bytes, kid: str, manifest: Manifest) -> Manifest:
     """What someone holding private key ``pem`` can sign: the manifest bound to config's run,
     with a fresh nonce and the key id it chooses to claim."""
-    bound = replace(
-        manifest,
-        federation=config.name,
-        run=config.run,
-        nonce=secrets.token_hex(16),
-        key_id=kid,
-        signature="",
-    )
-    return replace(bound, signature=sign(load_private(pem), bound.body()))
+    return seal(manifest, load_private(pem), config.name, config.run, kid)
 
 
 def weighted(thetas: Mapping[str, Params], weights: Mapping[str, float]) -> Params:

@@ -15,9 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fedmap.bounds import softmax
-from fedmap.messages import Manifest, encode_params, make_manifest, sha256_hex
+from fedmap.messages import Manifest, decode_params, encode_params, make_manifest, sha256_hex
 from fedmap.models import build_model
-from fedmap.signing import CENTRE, SignatureError, generate, key_id, load_private, sign
+from fedmap.signing import CENTRE, SignatureError, generate, key_id, load_private, seal
 from site_tasks import cli, trust
 from site_tasks.centre import server
 from site_tasks.site.train import PriorUnavailable, state_path
@@ -406,16 +406,24 @@ def test_an_oversized_update_is_rejected(make_heart: MakeHeart) -> None:
 # --- the centre's duplicate check (its audit log of accepted nonces) ------------------------------
 
 
-def test_a_second_update_for_an_accepted_round_is_a_duplicate(make_open_heart: MakeHeart) -> None:
-    """On a store with no write-once (rclone, as ``make demo`` runs), a site replaces the update
-    the centre already accepted in an attempt that missed the quorum; the next attempt drops it."""
+def accepted_then_missed_quorum(make_open_heart: MakeHeart) -> tuple[Heart, Manifest, bytes]:
+    """A round on rclone (no write-once, as ``make demo`` runs) whose first attempt accepted
+    site-1's update but missed the quorum: the heart, that update's manifest, and the tensor
+    file of a replacement (its theta + 0.1)."""
     heart = make_open_heart(min_sites=2)
     heart.start()
     first = heart.train("site-1")
     with pytest.raises(server.QuorumNotMet):
         heart.aggregate()
-    theta = {k: v + 0.1 for k, v in heart.theta("site-1").items()}
-    blob, second = heart.signed("site-1", 1, theta, first.log_omega)
+    blob = encode_params({k: v + 0.1 for k, v in heart.theta("site-1").items()})
+    return heart, first, blob
+
+
+def test_a_second_update_for_an_accepted_round_is_a_duplicate(make_open_heart: MakeHeart) -> None:
+    """A site replaces the update the centre already accepted in an attempt that missed the
+    quorum; the next attempt drops it."""
+    heart, first, blob = accepted_then_missed_quorum(make_open_heart)
+    _, second = heart.signed("site-1", 1, decode_params(blob), first.log_omega)
     heart.send("site-1", 1, "site-1", blob, second)
     honest_round(heart, ("site-2", ATTACKER))
     summary = heart.aggregate()
@@ -432,17 +440,15 @@ def test_a_replaced_update_reusing_the_accepted_nonce_is_a_duplicate(
 ) -> None:
     """The signer picks its own nonce: a replacement re-signed with the accepted nonce is still
     caught, by the tensors' SHA-256 the centre recorded with it."""
-
-    heart = make_open_heart(min_sites=2)
-    heart.start()
-    first = heart.train("site-1")
-    with pytest.raises(server.QuorumNotMet):
-        heart.aggregate()
-    theta = {k: v + 0.1 for k, v in heart.theta("site-1").items()}
-    blob, second = heart.signed("site-1", 1, theta, first.log_omega)
+    heart, first, blob = accepted_then_missed_quorum(make_open_heart)
+    theta = decode_params(blob)
+    unsigned = make_manifest(
+        "update", 1, theta, blob, site="site-1", num_examples=120, log_omega=first.log_omega
+    )
     pem, _ = trust.own_key(heart.config, "site-1")
-    reused = replace(second, nonce=first.nonce, signature="")
-    reused = replace(reused, signature=sign(load_private(pem), reused.body()))
+    reused = seal(
+        unsigned, load_private(pem), heart.config.name, heart.config.run, nonce=first.nonce
+    )
     heart.send("site-1", 1, "site-1", blob, reused)
     honest_round(heart, ("site-2", ATTACKER))
     summary = heart.aggregate()

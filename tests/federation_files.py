@@ -16,9 +16,11 @@ def synthetic_federation(
     state_dir: str,
     rounds: int = 1,
     min_sites: int = 1,
+    /,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """The body of a federation file (``overrides`` replace top-level keys)."""
+    """The body of a federation file; ``overrides`` replace its top-level keys (``name`` and
+    ``sites`` among them: the other parameters are positional only, so they cannot clash)."""
     return {
         "name": name,
         "run": run,

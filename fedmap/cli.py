@@ -236,7 +236,69 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True)
     gen.add_argument("--config", type=Path, help="YAML config (its 'synthetic' section is used)")
     gen.set_defaults(func=cmd_generate)
+
+    priv = sub.add_parser(
+        "privacy",
+        help="epsilon of a DP plan, or the noise a budget needs (before anyone trains)",
+        description="Client-level differential privacy of a plan (docs/privacy.md): with "
+        "--noise-multiplier, the epsilon(delta) that T rounds spend; with --epsilon, the noise "
+        "multiplier that fits T rounds into that budget. One round is one Gaussian mechanism "
+        "per --mechanisms (2 under privacy.weights: omega). Accounting by Opacus (RDP, PRV).",
+    )
+    goal = priv.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--noise-multiplier", type=float, help="z: noise std / clipping norm")
+    goal.add_argument("--epsilon", type=float, help="the budget: print the z it needs")
+    priv.add_argument("--rounds", type=int, required=True, help="T: rounds (steps) of the plan")
+    priv.add_argument(
+        "--sample-rate",
+        type=float,
+        default=1.0,
+        help="q: each site's chance to take part in a "
+        "round (default 1: every site every round, as a deployed federation runs)",
+    )
+    priv.add_argument("--delta", type=float, default=1e-5, help="delta (default 1e-5)")
+    priv.add_argument(
+        "--mechanisms",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="Gaussian mechanisms per round (default 1; 2 under privacy.weights: omega)",
+    )
+    priv.add_argument("--accountant", choices=("rdp", "prv", "both"), default="both")
+    priv.set_defaults(func=cmd_privacy)
     return parser
+
+
+def cmd_privacy(args: argparse.Namespace) -> int:
+    """Print the plan's epsilon (or its noise), as a table a governance officer can read."""
+    from fedmap.privacy import Spent, epsilon, noise_for
+
+    if args.rounds < 1 or not 0 < args.sample_rate <= 1 or not 0 < args.delta < 1:
+        raise ValueError("--rounds must be >= 1, --sample-rate in (0, 1], --delta in (0, 1)")
+    names = ["rdp", "prv"] if args.accountant == "both" else [args.accountant]
+    plan = f"T = {args.rounds}, q = {args.sample_rate:g}, delta = {args.delta:g}"
+    if args.epsilon is not None:
+        if args.epsilon <= 0:
+            raise ValueError("--epsilon must be positive")
+        print(f"noise multiplier for epsilon = {args.epsilon:g} ({plan}):")
+        for name in names:
+            z = noise_for(
+                args.epsilon, args.delta, args.rounds, args.sample_rate, name, args.mechanisms
+            )
+            print(f"  {name}: z = {z:.4f}")
+        return 0
+    z = args.noise_multiplier
+    if z <= 0:
+        raise ValueError("--noise-multiplier must be positive")
+    print(f"epsilon of z = {z:g} ({plan}, {args.mechanisms} mechanism(s) per round):")
+    marks = sorted({1, max(1, args.rounds // 4), max(1, args.rounds // 2), args.rounds})
+    print("| rounds | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for t in marks:
+        spent = [Spent(t, z, args.mechanisms, args.sample_rate)]
+        cells = " | ".join(f"{epsilon(spent, args.delta, n):.4f}" for n in names)
+        print(f"| {t} | {cells} |")
+    return 0
 
 
 def _tick(bar: tqdm[Any]) -> None:

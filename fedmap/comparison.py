@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 
-from fedmap.algorithms import METHODS, build_algorithm
+from fedmap.algorithms import METHODS, Algorithm, FedMAP, build_algorithm
+from fedmap.algorithms.private import PrivateFedMAP
 from fedmap.config import ConfigError
 from fedmap.data import SiteData
+from fedmap.privacy import noise_multiplier
 from fedmap.schema import Federation
 from fedmap.simulator import SimulationConfig, SimulationResult, resolve_device, simulate
 from fedmap.tabular import load_tabular_site
@@ -94,6 +96,8 @@ def execute(
     on_round: Callable[[int], None] | None = None,
 ) -> SimulationResult:
     algorithm = build_algorithm(run.variant.method, options_for(spec, run.variant))
+    if run.variant.method == "fedmap" and spec.privacy.active:
+        algorithm = private(algorithm, spec, run.seed)
     config = SimulationConfig(
         rounds=spec.algorithm.rounds,
         model=run.model,
@@ -103,6 +107,14 @@ def execute(
     sites = load_sites(spec, resolve_device(device))
     result = simulate(algorithm, sites, config, run.seed, on_round)
     return replace(result, method=run.variant.name)
+
+
+def private(method: Algorithm, spec: Federation, seed: int) -> PrivateFedMAP:
+    """FedMAP under the file's ``privacy`` section, with the noise multiplier its plan needs."""
+    assert isinstance(method, FedMAP)
+    privacy = spec.privacy
+    z = noise_multiplier(privacy, spec.algorithm.rounds) if privacy.dp else 0.0
+    return PrivateFedMAP(method, privacy, z, seed)
 
 
 def _single_thread(spec: Federation, run: ComparisonRun, device: str) -> SimulationResult:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import yaml
 
+from fedmap.privacy import Privacy, check_privacy
+
 if TYPE_CHECKING:
     from fedmap.training import LocalTraining
 
@@ -54,10 +56,11 @@ TOP_LEVEL = frozenset(
         "state_dir",
         "bounds",
         "trust",
+        "privacy",
     }
 )
 REQUIRED = ("name", "task", "sites")
-SECTIONS = ("task", "algorithm", "storage", "mlflow", "bounds", "trust")
+SECTIONS = ("task", "algorithm", "storage", "mlflow", "bounds", "trust", "privacy")
 SITE_KEYS = frozenset({"data", "tier", "queue", "output"})
 TASK_KEYS = ("contract", "model", "n_features")
 """The keys of ``task`` that are not the recipe (:class:`TabularTask`)."""
@@ -294,6 +297,8 @@ class Federation:
     """Where a site keeps its own theta_k between rounds. It never leaves the site."""
     bounds: Bounds = field(default_factory=Bounds)
     trust: Trust = field(default_factory=Trust)
+    privacy: Privacy = field(default_factory=Privacy)
+    """Client-level DP and secure aggregation (``fedmap.privacy``, docs/privacy.md); off by default."""
 
     @property
     def keyring(self) -> Path:
@@ -458,6 +463,33 @@ def _trust(base: Path, data: Mapping[str, Any] | None) -> Trust:
     return Trust(keyring=_folder(base, trust.keyring, "trust.keyring"))
 
 
+def _privacy(data: Mapping[str, Any] | None, sites: Sequence[Site], algo: AlgorithmSpec) -> Privacy:
+    section = from_mapping(Privacy, data, "privacy")
+    if isinstance(section.epsilon, str) and section.epsilon.lower() in (".inf", "inf"):
+        section = dataclasses.replace(section, epsilon=math.inf)
+    try:
+        check_privacy(section)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    tier1 = {s.name for s in sites if s.tier == 1}
+    for name in section.register_personal:
+        if name not in tier1:
+            raise ConfigError(
+                f"privacy.register_personal: {name!r} is not a tier-1 site ({', '.join(sorted(tier1))})"
+            )
+    if section.active and algo.weighting != "omega":
+        raise ConfigError(
+            "privacy: algorithm.weighting samples would send N_k in the clear; under a privacy "
+            "section the weights are privacy.weights (omega or equal)"
+        )
+    if section.active and algo.prior != "gaussian":
+        raise ConfigError(
+            f"privacy: algorithm.prior {algo.prior!r} fits its state to each site's theta_k, which a "
+            "privacy section keeps from the centre; use prior: gaussian (docs/privacy.md)"
+        )
+    return section
+
+
 def _read_yaml(path: Path) -> Mapping[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
@@ -495,11 +527,12 @@ def _federation(path: Path, data: Mapping[str, Any]) -> Federation:
     if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
         raise ConfigError(f"device must be cpu, cuda or auto, got {device!r}")
     state_dir = data.get("state_dir", ".state/site-state")
+    algorithm = algorithm_spec(data.get("algorithm"))
     return Federation(
         path=path,
         name=check_name(data["name"], "name"),
         task=task_spec(data["task"]),
-        algorithm=algorithm_spec(data.get("algorithm")),
+        algorithm=algorithm,
         sites=sites,
         run=check_name(data.get("run", "manual"), "run"),
         min_sites=min_sites,
@@ -510,6 +543,7 @@ def _federation(path: Path, data: Mapping[str, Any]) -> Federation:
         state_dir=_folder(base, state_dir, "state_dir"),
         bounds=_bounds(data.get("bounds")),
         trust=_trust(base, data.get("trust")),
+        privacy=_privacy(data.get("privacy"), sites, algorithm),
     )
 
 

@@ -24,6 +24,8 @@ class SiteUpdate:
     num_examples: int
     log_omega: float = 0.0
     metrics: Mapping[str, float] = field(default_factory=dict)
+    denominator: float | None = None
+    """Under a privacy section: D_k, the site's noised weight (``fedmap.dp``); params is N_k."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ A site's release of round t is (N_k, D_k):
     N_k = a_k clip_C(Delta_k) + N(0, s^2 C^2 I),   clip_C(x) = x min(1, C / ||x||)
     D_k = a_k + N(0, s^2),                         a_k = exp(clamp(log omega_k, -R, 0))
 
-with s = z under DP and s = 0 without it (secure aggregation alone). The centre's next prior is
+with s = z under DP; without DP (secure aggregation alone) nothing is clipped and s = 0. The
+centre's next prior is
 
     mu' = mu + sum_k N_k / max(sum_k D_k, K exp(-R))
 
@@ -72,7 +73,7 @@ def release(
     The noise is drawn on the CPU from ``generator`` (a site's own, seeded from the OS when
     deployed) and moved to the tensors' device, so it does not depend on the device."""
     norm = delta_norm(theta, mu)
-    factor = clip_factor(norm, privacy.clip)
+    factor = clip_factor(norm, privacy.clip) if privacy.dp else 1.0  # C bounds DP's sensitivity
     a = clamp_weight(log_omega, privacy.log_omega_range) if privacy.weighting == "omega" else 1.0
     sigma = z * privacy.clip
     numerator: Params = {}
@@ -85,7 +86,7 @@ def release(
     denominator = a
     if z > 0 and privacy.weighting == "omega":
         denominator += z * float(torch.randn((), generator=generator, dtype=torch.float64))
-    return Release(numerator, denominator, norm > privacy.clip, norm)
+    return Release(numerator, denominator, factor < 1.0, norm)
 
 
 def floor(privacy: Privacy, sites: int) -> float:

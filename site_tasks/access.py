@@ -4,8 +4,10 @@ Each party is an :class:`Identity` holding :class:`Rule` s, key patterns inside 
 ``*`` stands for any characters, ``/`` included (that is how SeaweedFS and IAM both match). The
 rules follow ``site_tasks.storage.Keys`` (docs/storage.md). A site ``S`` of federation ``F``:
 
-- writes ``F/*/round-*/updates/S.safetensors``, ``F/*/round-*/updates/S.json`` and
-  ``F/*/{validation,evaluation,inference}/S.json``, each spelt out, so that neither ``site-1``
+- writes ``F/*/round-*/updates/S.safetensors``, ``F/*/round-*/updates/S.json``,
+  ``F/*/{validation,evaluation,inference}/S.json`` and, under a privacy section,
+  ``F/*/{released,models}/S.{safetensors,json}`` (the final prior it decrypted, its own model
+  when it opted in), each spelt out, so that neither ``site-1``
   nor ``site-1.b`` can write ``site-10.json``'s key or the reverse;
 - reads the priors ``F/*/round-*/prior.{safetensors,json}`` and its own keys above (a retried
   task checks what it already committed); never another site's update, never a summary;
@@ -77,6 +79,10 @@ def site_rules(federation: str, site: str) -> tuple[Rule, ...]:
         f"{f}/*/validation/{s}.json",
         f"{f}/*/evaluation/{s}.json",
         f"{f}/*/inference/{s}.json",
+        f"{f}/*/released/{s}.safetensors",
+        f"{f}/*/released/{s}.json",
+        f"{f}/*/models/{s}.safetensors",
+        f"{f}/*/models/{s}.json",
     )
     priors = (f"{f}/*/round-*/prior.safetensors", f"{f}/*/round-*/prior.json")
     return (

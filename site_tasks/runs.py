@@ -13,6 +13,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from fedmap.messages import Manifest
+from site_tasks import trust
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.storage import Keys, ObjectStore, S3Store
 
@@ -32,8 +34,25 @@ def run_name(run_id: str) -> str:
 
 
 def configure(path: Path, run: str) -> tuple[FederationConfig, S3Store]:
+    """The federation file read for this run, and its store. Under DP, the run's rounds are
+    those the centre granted it in its signed round-1 prior (``site_tasks.privacy.plan_run``):
+    fewer than the file's when the budget ends first."""
     config = replace(load_federation(path), run=run_name(run))
-    return config, S3Store(config.storage)
+    store = S3Store(config.storage)
+    if config.federation.privacy.dp:
+        config = replace(config, rounds=granted_rounds(config, store))
+    return config, store
+
+
+def granted_rounds(config: FederationConfig, store: ObjectStore) -> int:
+    """The rounds the round-1 prior grants this run (the file's until that prior exists)."""
+    raw = store.get(Keys.of(config).prior(1)[1])
+    if raw is None:
+        return config.rounds
+    manifest = Manifest.from_json(raw)
+    trust.verify_prior(config, manifest)  # the centre's grant, not a forgery
+    grant = manifest.extra.get("privacy", {})
+    return min(config.rounds, int(grant.get("rounds", config.rounds)))
 
 
 def validation_passed(config: FederationConfig, store: ObjectStore, site: str) -> bool | None:

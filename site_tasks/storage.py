@@ -113,6 +113,18 @@ class Keys:
     def validation(self, site: str) -> str:
         return f"{self.federation}/{self.run}/validation/{site}.json"
 
+    def released(self, site: str) -> tuple[str, str]:
+        """(tensor file, manifest) of the final prior as a site decrypted it (secure
+        aggregation: the centre never holds the key), for the registry."""
+        base = f"{self.federation}/{self.run}/released/{site}"
+        return f"{base}.safetensors", f"{base}.json"
+
+    def model(self, site: str) -> tuple[str, str]:
+        """(tensor file, manifest) of a site's personalised theta_k, sent only when it opted in
+        (``privacy.register_personal``); in the clear its last update is its model."""
+        base = f"{self.federation}/{self.run}/models/{site}"
+        return f"{base}.safetensors", f"{base}.json"
+
     def inference(self, site: str) -> str:
         """A tier-3 site's scoring summary (counts only)."""
         return f"{self.federation}/{self.run}/inference/{site}.json"

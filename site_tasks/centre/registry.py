@@ -176,12 +176,8 @@ def register(
     equity_numbers = fairness.as_dict() if fairness is not None else None
     base_tags = {"dag_run_id": dag_run_id, "code_version": code_version, "storage_run": config.run}
 
-    prior_blob = store.get(keys.prior(rounds + 1)[0])  # checked before anything is logged
-    if prior_blob is None:
-        raise RuntimeError(
-            f"the final prior {keys.prior(rounds + 1)[0]} is missing: the last round did not "
-            "finish, so nothing is registered"
-        )
+    final_prior, prior_keys = read_final_prior(config, store, rounds)  # before anything is logged
+    section = config.federation.privacy
     missing = sorted(set(members) - set(evaluations))
     if missing:
         log.warning("no final evaluation from %s: registered without them", ", ".join(missing))
@@ -242,7 +238,7 @@ def register(
                 for t in range(1, rounds + 1):
                     manifest = _json(store, keys.update(t, site)[1])
                     summary = _json(store, keys.summary(t))
-                    if manifest:
+                    if manifest and not section.active:  # under privacy: withheld
                         metrics = {k: float(v) for k, v in manifest.get("metrics", {}).items()}
                         metrics["log_omega"] = float(manifest.get("log_omega", 0.0))
                         metrics["weight"] = float(summary.get("weights", {}).get(site, 0.0))
@@ -254,11 +250,14 @@ def register(
                     if metric in final.get("local", {}):
                         gain = final["personalised"][metric] - final["local"][metric]
                         mlflow.log_metric(f"gain_over_local_{metric}", gain)
-                blob = first(store, keys.update(rounds, site)[0])  # the committed version
-                accepted = accepted_sha256.get(site)
-                if blob is not None and (not accepted or sha256_hex(blob) != accepted):
-                    log.warning("%s: its last update was not accepted: no model registered", site)
-                    blob = None
+                if section.active:  # its update is a release, not a model: its own, if sent
+                    blob = shared_model(config, store, site, rounds)
+                else:
+                    blob = first(store, keys.update(rounds, site)[0])  # the committed version
+                    accepted = accepted_sha256.get(site)
+                    if blob is not None and (not accepted or sha256_hex(blob) != accepted):
+                        log.warning("%s: last update not accepted: no model registered", site)
+                        blob = None
                 if blob is not None and final:
                     tags = {
                         **base_tags,
@@ -274,7 +273,9 @@ def register(
                     site_versions[site] = _log_model(
                         config, decode_params(blob), model_name(config, site), tags
                     )
-        mlflow.log_dict({"prior": keys.prior(rounds + 1)[0]}, "prior_location.json")
+        mlflow.log_dict({"prior": prior_keys[0]}, "prior_location.json")
+        if section.active:
+            log_privacy(config, store, rounds)
         audit = trust.audit_log(config, CENTRE)
         if audit.path.exists():  # the centre's hash-chained log of the run, checked first
             entries = verify(audit.path)
@@ -290,7 +291,7 @@ def register(
         data_versions = {site: str(v.get("data_version", "")) for site, v in validations.items()}
         version = _log_model(
             config,
-            prior_mean(decode_params(prior_blob)),  # mu: the prior as a model
+            final_prior,  # mu: the prior as a model
             name,
             {
                 **base_tags,
@@ -306,8 +307,8 @@ def register(
                 "primary_metric": metric,
                 "task": config.recipe.type,
                 "prior": config.method.prior,
-                "prior_key": keys.prior(rounds + 1)[0],
-                "prior_manifest_key": keys.prior(rounds + 1)[1],
+                "prior_key": prior_keys[0],
+                "prior_manifest_key": prior_keys[1],
                 "prior_round": str(rounds + 1),
             },
         )
@@ -324,6 +325,99 @@ def register(
         return Registration(
             parent.info.run_id, name, version, alias, reason, site_versions, equity_numbers
         )
+
+
+def _signed_by(
+    config: FederationConfig, store: ObjectStore, site: str, keys: tuple[str, str], round_: int
+) -> tuple[Params, str] | None:
+    """The params a site signed and sent under keys, checked (its enrolled key, this run, the
+    hash, the model's specs), with their SHA-256; None, with the reason logged, otherwise."""
+    from fedmap.messages import Manifest, MessageError, open_message, specs_of
+    from fedmap.signing import SignatureError
+
+    raw, blob = store.get(keys[1]), store.get(keys[0])
+    if raw is None or blob is None:
+        return None
+    expected = specs_of(build_model(config.model.name, config.model.n_features).state_dict())
+    try:
+        manifest = Manifest.from_json(raw)
+        trust.keyring(config).check(site, manifest.key_id, manifest.body(), manifest.signature)
+        if (manifest.federation, manifest.run, manifest.site) != (config.name, config.run, site):
+            raise SignatureError(f"signed for {manifest.federation}/{manifest.run}/{manifest.site}")
+        return open_message(manifest, blob, "prior", round_, expected), manifest.sha256
+    except (MessageError, SignatureError) as exc:
+        log.warning("%s: %s cannot be used: %s", site, keys[0], exc)
+        return None
+
+
+def read_final_prior(
+    config: FederationConfig, store: ObjectStore, rounds: int
+) -> tuple[Params, tuple[str, str]]:
+    """mu of the run's final prior and the (tensors, manifest) keys it is read from. Under secure
+    aggregation the centre cannot decrypt it: it takes the first tier-1 site's signed decryption
+    and warns when another site's differs (a site that lies about the aggregate is named)."""
+    keys = Keys.of(config)
+    if not config.federation.privacy.secure:
+        blob = store.get(keys.prior(rounds + 1)[0])
+        if blob is None:
+            raise RuntimeError(
+                f"the final prior {keys.prior(rounds + 1)[0]} is missing: the last round did "
+                "not finish, so nothing is registered"
+            )
+        return prior_mean(decode_params(blob)), keys.prior(rounds + 1)
+    found: list[tuple[str, Params, str]] = []
+    for site in sorted(n for n, s in config.sites.items() if s.tier == 1):
+        got = _signed_by(config, store, site, keys.released(site), rounds + 1)
+        if got is not None:
+            found.append((site, *got))
+    if not found:
+        raise RuntimeError(
+            "no tier-1 site sent its decryption of the final prior (secure aggregation: the "
+            "centre holds no key), so nothing is registered"
+        )
+    site, params, sha = found[0]
+    for other, _, other_sha in found[1:]:
+        if other_sha != sha:
+            log.warning("%s's decryption of the final prior differs from %s's", other, site)
+    return params, keys.released(site)
+
+
+def shared_model(
+    config: FederationConfig, store: ObjectStore, site: str, rounds: int
+) -> bytes | None:
+    """Under a privacy section: the site's own theta_k when it opted in and sent it, else None
+    (the registry then holds the prior and the site's metrics only)."""
+    if site not in config.federation.privacy.register_personal:
+        log.info("%s: personalised model not registered (privacy: the site did not opt in)", site)
+        return None
+    got = _signed_by(config, store, site, Keys.of(config).model(site), rounds + 1)
+    return None if got is None else encode_params(got[0])
+
+
+def log_privacy(config: FederationConfig, store: ObjectStore, rounds: int) -> None:
+    """The parent run's privacy record: the section as params, epsilon after every round."""
+    import mlflow
+
+    section = config.federation.privacy
+    mlflow.log_params(
+        {
+            "privacy_epsilon_budget": section.epsilon,
+            "privacy_delta": section.delta,
+            "privacy_clip": section.clip,
+            "privacy_weights": section.weighting,
+            "privacy_accountant": section.accountant,
+            "privacy_secure_aggregation": section.secure_aggregation,
+            "privacy_register_personal": ",".join(section.register_personal) or "none",
+        }
+    )
+    spent = math.nan
+    for t in range(1, rounds + 1):
+        facts = _json(store, Keys.of(config).summary(t)).get("privacy", {})
+        if "epsilon" in facts:
+            spent = float(facts["epsilon"])
+            mlflow.log_metric("privacy_epsilon", spent, step=t)
+            mlflow.log_metric("privacy_noise_multiplier", float(facts["noise_multiplier"]), step=t)
+    mlflow.set_tag("privacy_epsilon", f"{spent:.4f}")
 
 
 def gate(

@@ -23,7 +23,8 @@ from fedmap.params import Params
 from fedmap.priors import prior_mean
 from fedmap.server import Candidate, Checks, RoundSummary, aggregate_round
 from fedmap.signing import CENTRE
-from site_tasks import trust
+from site_tasks import privacy, trust
+from site_tasks.centre import private
 from site_tasks.federation import FederationConfig
 from site_tasks.site.train import fetch_prior, model_specs
 from site_tasks.storage import Keys, ObjectStore, first, versions
@@ -66,6 +67,11 @@ def init(
         trust.verify_prior(config, manifest)
         return manifest
     extra: dict[str, Any] = {"model": config.model.name, "n_features": config.model.n_features}
+    section = config.federation.privacy
+    if section.secure:
+        privacy.centre_context(config)  # no public CKKS context: refused before round 1
+    if section.dp:  # refused here when the plan alone is over the budget, or none is left
+        extra["privacy"] = privacy.plan_run(config)
     if warm is not None:
         params, source = prior_mean(warm[0]), warm[1]
         manifest = _commit_prior(config, store, 1, params, {**extra, "warm_start_from": source})
@@ -176,7 +182,7 @@ def record(
             site=site,
             nonce=summary.nonces.get(site, ""),
             first_written=seen.get(site, {}).get("first_written"),
-            weight=summary.weights[site],
+            weight=summary.weights.get(site),
             update_norm=summary.update_norms.get(site),
         )
     for site, reason in summary.rejected.items():
@@ -207,9 +213,7 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
     arrived late), PriorConflict is raised instead of replacing a prior sites may be using.
     """
     keys = Keys.of(config)
-    prior_manifest, prior = fetch_prior(config, store, round_)
     members = [name for name, site in config.sites.items() if site.tier == 1]
-    expected = model_specs(prior_manifest.tensors)  # an update is a model: mu's keys, no state
     audit = trust.audit_log(config, CENTRE)
     checks = Checks(
         config.name,
@@ -220,13 +224,24 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
     )
     # one update in memory at a time: read, checked, folded into the running sums, dropped
     seen: dict[str, dict[str, Any]] = {}
-    new_prior, summary = aggregate_round(
-        config.method, round_, uploads(store, keys, round_, seen), expected, members, prior, checks
-    )
+    candidates = uploads(store, keys, round_, seen)
+    facts: dict[str, Any] | None = None
+    if config.federation.privacy.active:  # sums of releases, never one theta_k (private.py)
+        done = private.aggregate(config, store, round_, candidates, members, checks)
+        new_prior, summary, extra, facts = done.prior, done.summary, done.extra, done.facts
+    else:
+        prior_manifest, prior = fetch_prior(config, store, round_)
+        expected = model_specs(prior_manifest.tensors)  # an update is a model: mu's keys
+        new_prior, summary = aggregate_round(
+            config.method, round_, candidates, expected, members, prior, checks
+        )
+        extra = dict(prior_manifest.extra)
     record(audit, keys, summary, seen)
     for site, reason in summary.rejected.items():
         log.warning("round %d: rejected %s: %s", round_, site, reason)
     body = {**asdict(summary), "audit_head": audit.head()}
+    if facts is not None:
+        body["privacy"] = facts
     summary_json = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
     centre_store = trust.audited(config, CENTRE, store)
     if len(summary.contributed) < config.min_sites:
@@ -247,7 +262,7 @@ def aggregate(config: FederationConfig, store: ObjectStore, round_: int) -> Roun
             "state before aggregating it again"
         )
     if committed is None:
-        _commit_prior(config, store, round_ + 1, new_prior, dict(prior_manifest.extra))
+        _commit_prior(config, store, round_ + 1, new_prior, extra)
     centre_store.put(keys.summary(round_), summary_json, once=False)
     log.info(
         "round %d: %d site(s) aggregated, %d rejected, %d missing -> %s",

@@ -22,7 +22,9 @@ from typing import Any
 
 from fedmap.algorithms import Individual
 from fedmap.equity import Equity, equity, equity_markdown
+from fedmap.messages import encode_params, make_manifest
 from fedmap.metrics import PRIMARY_METRIC
+from fedmap.params import Params
 from fedmap.priors import prior_mean
 from site_tasks import trust
 from site_tasks.federation import FederationConfig
@@ -106,7 +108,34 @@ def evaluate(
     """Score a tier-1 site's theta_k after the last round, and the final prior, on its data."""
     ready = prepare(config, site, rounds + 1, store)
     own = score_params(ready.context, ready.personal).as_dict()
+    if config.federation.privacy.active:
+        share(config, store, site, rounds, ready)
     return _evaluation(config, store, ready, rounds, site, 1, own)
+
+
+def share(
+    config: FederationConfig, store: ObjectStore, site: str, rounds: int, ready: Prepared
+) -> None:
+    """Under a privacy section, what the registry cannot take from the updates: the final prior
+    as this site decrypted it (secure aggregation: only the sites hold the key) and, when the
+    site opted in (``privacy.register_personal``), its own theta_k. Each is signed by the site;
+    nothing else of the site's is sent."""
+    section = config.federation.privacy
+    keys = Keys.of(config)
+    audited = trust.audited(config, site, store)
+    sending: list[tuple[tuple[str, str], Params, str]] = []
+    if section.secure:
+        sending.append((keys.released(site), ready.mean, "final prior, decrypted"))
+    if site in section.register_personal:
+        sending.append((keys.model(site), ready.personal, "personalised model (opted in)"))
+    for (tensors_key, manifest_key), params, what in sending:
+        params = {k: v.detach().cpu() for k, v in params.items()}
+        blob = encode_params(params)
+        manifest = make_manifest("prior", rounds + 1, params, blob, site=site)
+        manifest = trust.signed(config, site, manifest)
+        audited.put(tensors_key, blob, once=False)
+        audited.put(manifest_key, manifest.to_json().encode(), once=False)
+        log.info("%s: sent its %s -> %s", site, what, tensors_key)
 
 
 def finetune(

@@ -15,6 +15,7 @@ is ever loaded into a model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from fedmap.algorithms import SiteContext, SiteUpdate
+from fedmap.algorithms.private import widened
 from fedmap.config import ConfigError
 from fedmap.messages import (
     Manifest,
@@ -42,6 +44,7 @@ from fedmap.metrics import PRIMARY_METRIC, TaskScores, predict_output, score_tas
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.priors import PREFIX, prior_mean
+from fedmap.private_round import form
 from fedmap.signing import SignatureError
 from fedmap.simulator import resolve_device
 from fedmap.tabular import TabularError, load_tabular_site
@@ -49,6 +52,7 @@ from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.contracts import DataContractError
 from site_tasks.site.digests import require_validated
+from site_tasks.site.release import privatise, read_prior
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
@@ -176,6 +180,8 @@ class Prepared:
     """The whole prior of the round: mu and, for a learned prior, its ``prior/`` state."""
     personal: Params
     device: torch.device
+    tau2: float = 0.0
+    """Under DP: the variance the sites' noise has added to mu, by which the prior is widened."""
 
     @property
     def mean(self) -> Params:
@@ -192,14 +198,15 @@ def prepare(
     folder = config.site(site).data
     target = device_for(device or config.device)
     require_validated(config, site)
-    prior_manifest, prior = fetch_prior(config, store, round_)
+    seen = read_prior(config, site, round_, functools.partial(fetch_prior, config, store))
+    prior_manifest, prior = seen.manifest, seen.params
     model_name = str(prior_manifest.extra.get("model", config.model.name))
     try:
         data = load_tabular_site(folder, config.recipe, target, site)
     except TabularError as exc:  # the message names file, row, column and rule, never a cell
         raise DataContractError(f"{site}: {exc}") from exc
     specs = specs_of(build_model(model_name, data.num_features).state_dict())
-    if model_specs(prior_manifest.tensors) != specs:
+    if model_specs(specs_of(prior)) != specs:
         raise PriorUnavailable(
             f"the prior of round {round_} does not fit this site's {model_name} model on "
             f"{data.num_features} features"
@@ -212,7 +219,8 @@ def prepare(
         config.training,
         torch.Generator().manual_seed(round_seed(config, site, round_)),
     )
-    return Prepared(context, on_device, {k: v.to(target) for k, v in personal.items()}, target)
+    personal = {k: v.to(target) for k, v in personal.items()}
+    return Prepared(context, on_device, personal, target, seen.tau2)
 
 
 def fit_site(config: FederationConfig, site: str, round_: int, ready: Prepared) -> Fitted:
@@ -220,7 +228,8 @@ def fit_site(config: FederationConfig, site: str, round_: int, ready: Prepared) 
     target = ready.device
     detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
     log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
-    result = config.method.local_update(ready.context, ready.prior, ready.personal, round_)
+    method = widened(config.method, ready.tau2)
+    result = method.local_update(ready.context, ready.prior, ready.personal, round_)
     theta = result.update.params
     if not all(bool(torch.isfinite(v).all()) for v in theta.values()) or not math.isfinite(
         result.update.log_omega
@@ -250,14 +259,16 @@ def train(
     trains the same tensors; when the site's update of round_ is already committed (a retry
     after the upload) it is left as it is, since storage is write-once.
     """
-    fitted = fit_site(config, site, round_, prepare(config, site, round_, store, device))
+    ready = prepare(config, site, round_, store, device)
+    fitted = fit_site(config, site, round_, ready)
+    private = config.federation.privacy.active
     theta = fitted.update.params
     blob = encode_params(theta)
     tensors_key, manifest_key = Keys.of(config).update(round_, site)
     sent = store.get(manifest_key)
     if sent is not None:  # a retry after the commit: the committed update stands
         committed = Manifest.from_json(sent)
-        if committed.sha256 != sha256_hex(blob):
+        if not private and committed.sha256 != sha256_hex(blob):
             log.warning(
                 "%s: round %d: the retrained tensors differ from the committed update (e.g. "
                 "non-deterministic CUDA kernels); the committed one stands",
@@ -268,6 +279,18 @@ def train(
         log.info("%s: round %d: update already committed -> %s", site, round_, manifest_key)
         return TrainResult(committed, fitted.device)
     written = store.get(tensors_key)
+    extra: dict[str, object] = {"worker": worker_name(site)}
+    num_examples, log_omega, metrics = (
+        fitted.update.num_examples,
+        fitted.update.log_omega,
+        fitted.metrics,
+    )
+    if private:  # N_k, log omega and metrics are withheld: the release alone leaves
+        num_examples, log_omega, metrics = 1, 0.0, {}
+        extra["privacy"] = form(config.federation.privacy)
+        if written is None:
+            out = privatise(config, site, round_, theta, ready.mean, fitted.update.log_omega)
+            blob, theta = out.blob, out.tensors
     if written is not None and written != blob:
         # a retry after the tensor file went up but before its manifest: commit what was sent
         blob, theta = written, decode_params(written)
@@ -277,10 +300,10 @@ def train(
         theta,
         blob,
         site=site,
-        num_examples=fitted.update.num_examples,
-        log_omega=fitted.update.log_omega,
-        metrics=fitted.metrics,
-        extra={"worker": worker_name(site)},
+        num_examples=num_examples,
+        log_omega=log_omega,
+        metrics=metrics,
+        extra=extra,
     )
     manifest = trust.signed(config, site, manifest)
     audited = trust.audited(config, site, store)
@@ -288,11 +311,11 @@ def train(
     audited.put(manifest_key, manifest.to_json().encode())  # last: the commit marker
     keep_state(config, site, round_, fitted.personal)
     metric = PRIMARY_METRIC[config.recipe.type]
-    log.info(
+    log.info(  # the site's own log: these numbers stay at the site
         "%s: round %d: log omega %.4f, train NLL %.4f, val %s %.4f -> %s",
         site,
         round_,
-        manifest.log_omega,
+        fitted.update.log_omega,
         fitted.metrics["train_nll"],
         metric,
         fitted.metrics.get(f"val_{metric}", math.nan),

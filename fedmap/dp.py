@@ -73,6 +73,10 @@ def release(
     The noise is drawn on the CPU from ``generator`` (a site's own, seeded from the OS when
     deployed) and moved to the tensors' device, so it does not depend on the device."""
     norm = delta_norm(theta, mu)
+    if not math.isfinite(norm):  # a diverged site: its NaN would poison every site's prior
+        raise ValueError(
+            f"the step theta - mu is not finite (||theta - mu|| = {norm}); nothing is released"
+        )
     factor = clip_factor(norm, privacy.clip) if privacy.dp else 1.0  # C bounds DP's sensitivity
     a = clamp_weight(log_omega, privacy.log_omega_range) if privacy.weighting == "omega" else 1.0
     sigma = z * privacy.clip

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,17 +94,17 @@ class Privacy:
 def check_privacy(value: Privacy) -> Privacy:
     """The section with every rule checked; ValueError naming the key (the schema adds the file)."""
 
-    def number(key: str, ok: bool, rule: str) -> None:
+    def number(key: str, ok: Callable[[float], bool], rule: str) -> None:
         got = getattr(value, key)
-        if isinstance(got, bool) or not isinstance(got, int | float) or not ok:
+        if isinstance(got, bool) or not isinstance(got, int | float) or not ok(got):
             raise ValueError(f"privacy.{key} must be {rule}, got {got!r}")
 
-    number("epsilon", value.epsilon > 0, "a positive number (.inf: no differential privacy)")
-    number("delta", 0 < value.delta < 1, "in (0, 1)")
-    number("clip", 0 < value.clip < math.inf, "a positive number")
-    number("log_omega_range", 0 < value.log_omega_range <= 50, "in (0, 50]")
+    number("epsilon", lambda v: v > 0, "a positive number (.inf: no differential privacy)")
+    number("delta", lambda v: 0 < v < 1, "in (0, 1)")
+    number("clip", lambda v: 0 < v < math.inf, "a positive number")
+    number("log_omega_range", lambda v: 0 < v <= 50, "in (0, 50]")
     if value.noise_multiplier is not None:
-        number("noise_multiplier", 0 < value.noise_multiplier < math.inf, "a positive number")
+        number("noise_multiplier", lambda v: 0 < v < math.inf, "a positive number")
     if value.weights not in ("auto", "omega", "equal"):
         raise ValueError(f"privacy.weights must be auto, omega or equal, got {value.weights!r}")
     if value.accountant not in ACCOUNTANTS:

@@ -118,7 +118,10 @@ def encrypt(params: Mapping[str, torch.Tensor], denominator: float, context: Any
 
 def ciphertext(blob: bytes, context: Any, expected: int) -> Any:
     """A ciphertext parsed and linked to context; SecureError if it is not a CKKS vector of
-    ``expected`` slots under these parameters (a tampered or truncated upload)."""
+    ``expected`` slots under these parameters (a truncated or mangled upload). CKKS itself has
+    no integrity check: a ciphertext with one bit flipped, or under another key, still parses
+    and decrypts to garbage. Integrity comes from the message's signed SHA-256
+    (``fedmap.signing``), checked before a ciphertext is parsed."""
     try:
         vector = _tenseal().ckks_vector_from(context, blob)
         slots = vector.size()

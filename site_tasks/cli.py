@@ -69,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
         False,
     )
     revoke.add_argument("--key-id", help="the key to revoke (16 hex digits, see the keyring)")
+    add(
+        "keygen",
+        "secure aggregation: make the federation's CKKS key pair at this site (once): "
+        "ckks.secret (mode 600) for every tier-1 site, ckks.public for the centre; copy them "
+        "over the consortium's own channel (docs/privacy.md)",
+        True,
+        False,
+    )
+    add(
+        "budget",
+        "differential privacy: epsilon spent and left, from this site's own ledger (or the "
+        "centre's, with --site centre)",
+        True,
+        False,
+    )
     audit = sub.add_parser(
         "audit",
         help="check an audit log's hash chain",
@@ -121,12 +136,41 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def private(args: argparse.Namespace) -> int:
+    """``keygen`` and ``budget``: the privacy section's files at a site (or the centre)."""
+    from fedmap.config import ConfigError
+    from fedmap.secure import SecureError
+    from site_tasks import privacy
+    from site_tasks.federation import load_federation
+
+    try:
+        config = load_federation(args.federation)
+        if args.site != "centre":
+            config.site(args.site)
+        if args.command == "keygen":
+            privacy.keygen(config)
+            print(
+                f"secret CKKS context (every tier-1 site, never the centre): {privacy.secret_path(config)}"
+            )
+            print(f"public CKKS context (the centre): {privacy.public_path(config)}")
+            return 0
+        print(privacy.budget_report(config, args.site))
+        return 0
+    except (ConfigError, SecureError, ValueError) as exc:
+        print(f"site-task {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return audit_verify(args)
+    if args.command in ("keygen", "budget"):
+        return private(args)
     if args.command in ("enrol", "rotate", "revoke"):
         return keys(args)
     from fedmap.messages import MessageError
+    from fedmap.privacy import BudgetExceeded
+    from fedmap.secure import SecureError
     from fedmap.server import NoValidUpdates
     from fedmap.signing import SignatureError
     from site_tasks.centre import server
@@ -166,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         server.PriorConflict,
         SignatureError,
         WriteOnceError,
+        BudgetExceeded,
+        SecureError,
     ) as exc:
         log.error("%s", exc)
         return 2

@@ -171,6 +171,32 @@ def spend(config: FederationConfig, site: str, round_: int) -> float:
     return after
 
 
+def budget_report(config: FederationConfig, owner: str) -> str:
+    """What a ledger says, in words: the releases (or grants), epsilon spent, the budget."""
+    section = config.federation.privacy
+    if not section.dp:
+        return f"{config.name}: no differential privacy (privacy.epsilon is inf)"
+    if owner == "centre":
+        entries = _read(centre_ledger(config))
+        spent = _history(entries)
+        lines = [
+            f"- run {e['run']}: {e['rounds']} round(s) at z {e['noise_multiplier']:.4g}"
+            for e in entries
+        ]
+    else:
+        entries = _read(site_ledger(config, owner))
+        spent = [Spent(1, float(e["noise_multiplier"]), int(e["mechanisms"])) for e in entries]
+        lines = [f"- {len(entries)} round(s) released"]
+    used = epsilon(spent, section.delta, section.accountant)
+    return "\n".join(
+        [
+            f"{config.name} ({owner}): epsilon {used:.4f} of {section.epsilon:g} spent at delta "
+            f"{section.delta:g} ({section.accountant}); {max(0.0, section.epsilon - used):.4f} left",
+            *lines,
+        ]
+    )
+
+
 def secret_path(config: FederationConfig) -> Path:
     return config.state_dir / config.name / "trust" / "ckks.secret"
 

@@ -33,13 +33,14 @@ def run_name(run_id: str) -> str:
     return cleaned[:63] or "run"
 
 
-def configure(path: Path, run: str) -> tuple[FederationConfig, S3Store]:
+def configure(path: Path, run: str, granted: bool = True) -> tuple[FederationConfig, S3Store]:
     """The federation file read for this run, and its store. Under DP, the run's rounds are
     those the centre granted it in its signed round-1 prior (``site_tasks.privacy.plan_run``):
-    fewer than the file's when the budget ends first."""
+    fewer than the file's when the budget ends first (``granted=False``: the file's, for the step
+    that makes the grant, before the bucket may exist)."""
     config = replace(load_federation(path), run=run_name(run))
     store = S3Store(config.storage)
-    if config.federation.privacy.dp:
+    if granted and config.federation.privacy.dp:
         config = replace(config, rounds=granted_rounds(config, store))
     return config, store
 

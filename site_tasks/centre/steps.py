@@ -29,7 +29,7 @@ def start(path: Path, run: str) -> str:
     when MLflow is configured and has one, otherwise Algorithm 1's random-site initialisation."""
     from site_tasks.centre.registry import champion_prior, tracking_uri
 
-    config, store = configure(path, run)
+    config, store = configure(path, run, granted=False)
     store.ensure_bucket()
     warm = champion_prior(config, store) if tracking_uri(config) else None
     return server.init(config, store, warm).sha256

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from fedmap import dp
 from fedmap.dp import Release
 from fedmap.messages import Manifest, decode_params
 from fedmap.params import Params
@@ -100,7 +101,7 @@ def test_secure_round_centre_sums_ciphertexts_sites_decrypt(
     caplog.set_level("INFO")
     config, store = setup(make_federation, {"secure_aggregation": "ckks"}, rounds=2)
     sent: dict[tuple[int, str], Release] = {}
-    real = release_module.release
+    real = dp.release
 
     def recording(theta: Params, mu: Params, log_omega: float, *args: Any) -> Release:
         out = real(theta, mu, log_omega, *args)
@@ -167,3 +168,28 @@ def test_site_refuses_to_release_past_its_own_budget(
     with pytest.raises(BudgetExceeded, match="site-03: releasing round 1"):
         privacy.spend(config, "site-03", 1)
     assert granted_rounds(config, store) == 1
+
+
+def test_a_tampered_ciphertext_is_rejected_and_a_dropout_leaves_the_others_mean(
+    make_federation: Callable[..., Path],
+) -> None:
+    config, store = setup(make_federation, {"secure_aggregation": "ckks"}, rounds=1)
+    keys = Keys.of(config)
+    server.init(config, store)
+    for site in SITES:
+        assert validate(config, site, store).success
+    train(config, "site-01", 1, store)
+    train(config, "site-02", 1, store)  # site-03 drops out of the round: it never sends
+    tensors_key = keys.update(1, "site-02")[0]
+    blob = bytearray(store.get(tensors_key) or b"")
+    blob[len(blob) // 2] ^= 0x01  # one bit of the ciphertext, after the site signed its hash
+    store.put(tensors_key, bytes(blob))
+    summary = server.aggregate(config, store, 1)
+    assert summary.contributed == ("site-01",)
+    assert "checksum mismatch" in summary.rejected["site-02"]
+    assert summary.missing == ("site-03",)
+    # the aggregate of the one site left decrypts to its own theta_1 (a_k / a_k = 1)
+    seen = read_prior(config, "site-02", 2, lambda t: fetch_prior(config, store, t))
+    own = decode_params(state_path(config, "site-01", 1).read_bytes())
+    for name, value in seen.params.items():
+        assert torch.allclose(value.double(), own[name].double(), rtol=1e-5, atol=1e-6)

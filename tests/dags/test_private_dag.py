@@ -1,0 +1,106 @@
+"""The federation DAG under a ``privacy`` section (DP and secure aggregation together), with the
+real S3 and MLflow servers: epsilon per round in the summary, the Airflow log and the MLflow run;
+only the opted-in site's model registered; a second run that reaches the budget stops early and
+registers what it has."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.dags.test_federation_dag import LoadDags, _states, federation_folder
+
+pytestmark = [pytest.mark.privacy, pytest.mark.exhaustive]  # 80 s: run with -m privacy
+
+
+def test_a_private_run_states_epsilon_registers_opt_ins_and_stops_at_the_budget(
+    airflow_db: None,
+    make_federation: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    mlflow_server: str,
+    s3_server: Any,
+    load_dags: LoadDags,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import mlflow
+
+    from site_tasks import trust
+    from site_tasks.federation import load_federation
+    from site_tasks.runs import run_name
+    from site_tasks.storage import Keys, S3Store
+
+    caplog.set_level("INFO", logger="site_tasks")
+    section = {
+        "epsilon": 4.3,  # 2 rounds at z = 2 spend 3.19; 3 rounds 4.01; 4 rounds 4.73
+        "noise_multiplier": 2.0,
+        "clip": 1.0,
+        "secure_aggregation": "ckks",
+        "register_personal": ["site-01"],
+    }
+    folder = federation_folder(
+        make_federation, n_sites=3, n_train=120, n_val=40, rounds=2, min_sites=2, privacy=section
+    )
+    file = folder / "synthetic-label-skew.yaml"
+    body = yaml.safe_load(file.read_text())
+    body["name"] = "dag-private"
+    body["storage"] = {"bucket": body["storage"]["bucket"], "connection": "fedmap_s3"}
+    body["mlflow"] = {"connection": "fedmap_mlflow"}
+    file.write_text(yaml.safe_dump(body, sort_keys=False))
+    trust.enrol_all(load_federation(file))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s3_conn = {
+        "conn_type": "aws",
+        "login": s3_server.access_key,
+        "password": s3_server.secret_key,
+        "extra": {"endpoint_url": s3_server.url},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FEDMAP_S3", json.dumps(s3_conn))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FEDMAP_MLFLOW", json.dumps({"conn_type": "http", "host": mlflow_server})
+    )
+    run = load_dags(folder, monkeypatch).__dict__["fedmap_dag-private"].test()
+    assert str(run.state) == "success", _states(run)
+    logged = capfd.readouterr().out + caplog.text  # the aggregate task's log (Airflow: stdout)
+    assert "round 2: privacy: epsilon 3.189 of budget 4.3" in logged
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.url)
+    config = load_federation(file)
+    store = S3Store(config.storage)
+    keys = Keys(config.name, run_name(run.run_id))
+    spent = [json.loads(store.get(keys.summary(t)) or b"")["privacy"]["epsilon"] for t in (1, 2)]
+    assert spent == pytest.approx([2.1657, 3.1890], abs=1e-3)
+
+    mlflow.set_tracking_uri(mlflow_server)
+    client = mlflow.MlflowClient()
+    assert client.get_registered_model("fedmap-dag-private-prior").aliases == {"champion": "1"}
+    prior = client.get_model_version("fedmap-dag-private-prior", "1").tags
+    assert "/released/" in prior["prior_key"]  # a site's signed decryption: the centre has no key
+    assert client.get_registered_model("fedmap-dag-private-site-01").latest_versions
+    for site in ("site-02", "site-03"):  # did not opt in: no model of theirs in the registry
+        assert not client.search_model_versions(f"name = 'fedmap-dag-private-{site}'")
+    experiment = client.get_experiment_by_name("fedmap-dag-private")
+    assert experiment is not None
+    parent = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.dag_run_id = '{run.run_id}' and attributes.run_name = '{run_name(run.run_id)}'",
+    )[0]
+    history = client.get_metric_history(parent.info.run_id, "privacy_epsilon")
+    assert [m.step for m in history] == [1, 2]
+    assert parent.data.params["privacy_secure_aggregation"] == "ckks"
+
+    # the second run (warm-started) has one round of budget left: it runs it, then registers
+    second = load_dags(folder, monkeypatch).__dict__["fedmap_dag-private"].test()
+    assert str(second.state) == "success", _states(second)
+    later = Keys(config.name, run_name(second.run_id))
+    assert store.get(later.prior(2)[1]) is not None and store.get(later.prior(3)[1]) is None
+    last = json.loads(store.get(later.summary(1)) or b"")["privacy"]["epsilon"]
+    assert last == pytest.approx(4.0113, abs=1e-3) and last <= 4.3
+    assert set(client.get_registered_model("fedmap-dag-private-prior").aliases.values()) >= {"2"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ def test_a_private_run_states_epsilon_registers_opt_ins_and_stops_at_the_budget(
     load_dags: LoadDags,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     import mlflow
 
@@ -95,6 +97,26 @@ def test_a_private_run_states_epsilon_registers_opt_ins_and_stops_at_the_budget(
     history = client.get_metric_history(parent.info.run_id, "privacy_epsilon")
     assert [m.step for m in history] == [1, 2]
     assert parent.data.params["privacy_secure_aggregation"] == "ckks"
+    # the sentinel scan of the MLflow server's whole state (database and artifacts): no byte
+    # string of the sites' theta_k that did not opt in, nor in the centre's storage
+    from site_tasks.site.train import state_path
+    from tests.site_tasks.test_private_round import theta_bytes
+
+    run_config = replace(config, run=run_name(run.run_id))
+    needles = [
+        b
+        for site in ("site-02", "site-03")
+        for t in (1, 2)
+        for b in theta_bytes(run_config, site, t)
+    ]
+    assert needles and state_path(run_config, "site-02", 2).is_file()
+    base = Path(str(tmp_path_factory.getbasetemp()))
+    tracked = [p.read_bytes() for d in base.glob("mlflow*") for p in d.rglob("*") if p.is_file()]
+    stored = [store.get(k) or b"" for k in store.list(f"{config.name}/") if "/released/" not in k]
+    assert tracked and stored
+    for needle in needles:
+        assert not any(needle in blob for blob in tracked), "a site's theta_k reached MLflow"
+        assert not any(needle in blob for blob in stored), "a site's theta_k reached storage"
 
     # the second run (warm-started) has one round of budget left: it runs it, then registers
     second = load_dags(folder, monkeypatch).__dict__["fedmap_dag-private"].test()

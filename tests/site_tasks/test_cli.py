@@ -86,3 +86,29 @@ def test_enrol_rotate_revoke_and_audit_verify(
     log.write_text(log.read_text().replace('"sent"', '"kept"', 1))
     assert main(["audit", "verify", str(log)]) == 2
     assert "was edited" in capsys.readouterr().err
+
+
+@pytest.mark.privacy
+def test_keygen_and_budget_under_a_privacy_section(
+    make_federation: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from site_tasks import privacy
+
+    monkeypatch.delenv("FEDMAP_ENROL_ON_FIRST_USE")  # keys only from keygen
+    section = {"epsilon": 8.0, "noise_multiplier": 3.0, "secure_aggregation": "ckks"}
+    path = make_federation(n_sites=2, n_train=100, n_val=40, rounds=2, privacy=section)
+    fed = ["--federation", str(path)]
+    config = load_federation(path)
+    assert main(["init", *fed]) == 2  # no public CKKS context at the centre yet: refused
+    assert main(["keygen", *fed, "--site", "site-01"]) == 0
+    out = capsys.readouterr().out
+    assert str(privacy.secret_path(config)) in out and str(privacy.public_path(config)) in out
+    assert privacy.secret_path(config).stat().st_mode & 0o777 == 0o600
+    assert main(["init", *fed]) == 0
+    assert main(["budget", *fed, "--site", "centre"]) == 0
+    report = capsys.readouterr().out
+    assert "epsilon 2.0290 of 8 spent" in report and "2 round(s) at z 3" in report
+    assert main(["budget", *fed, "--site", "site-02"]) == 0
+    assert "epsilon 0.0000 of 8 spent" in capsys.readouterr().out  # nothing released yet

@@ -29,7 +29,7 @@ import torch
 
 from fedmap import secure
 from fedmap.dp import Release, noise_variance, private_mean
-from fedmap.messages import Manifest, MessageError, TensorSpec, open_message
+from fedmap.messages import Manifest, MessageError, TensorSpec, open_message, specs_of
 from fedmap.params import Params
 from fedmap.privacy import Privacy
 from fedmap.server import Candidate, Checks, RoundSummary, screen
@@ -182,7 +182,5 @@ def open_secure_prior(
 ) -> tuple[Params, float]:
     """A site's reading of an encrypted prior: decrypt Enc(sum [N_k, D_k]) with the sites'
     secret context, then mu' and tau^2 as ``next_prior`` forms them at the centre in the clear."""
-    from fedmap.messages import specs_of
-
     numerator, denominator = secure.decrypt(ciphertext, context, specs_of(mu))
     return next_prior(mu, PrivateSum(sites, numerator, denominator), privacy, z, tau2)

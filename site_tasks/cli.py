@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "keygen",
         "secure aggregation: make the federation's CKKS key pair at this site (once): "
-        "ckks.secret (mode 600) for every tier-1 site, ckks.public for the centre; copy them "
+        "ckks.secret (mode 600) for every tier-1 and tier-2 site, ckks.public for the centre; copy them "
         "over the consortium's own channel (docs/privacy.md)",
         True,
         False,
@@ -150,7 +150,7 @@ def private(args: argparse.Namespace) -> int:
         if args.command == "keygen":
             privacy.keygen(config)
             print(
-                f"secret CKKS context (every tier-1 site, never the centre): {privacy.secret_path(config)}"
+                f"secret CKKS context (tier-1 and tier-2 sites, never the centre): {privacy.secret_path(config)}"
             )
             print(f"public CKKS context (the centre): {privacy.public_path(config)}")
             return 0

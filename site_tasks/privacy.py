@@ -8,7 +8,7 @@ the two privacy ledgers, and the CKKS key files of secure aggregation.
 - **A site's ledger** (``<state_dir>/<fed>/privacy/<site>.json``, at the site) holds every round
   it released. Before it releases another, the site checks the budget itself: it does not take
   the centre's word for it (``spend``).
-- **CKKS keys** (``<state_dir>/<fed>/trust/ckks.secret``, mode 600, at every tier-1 site and
+- **CKKS keys** (``<state_dir>/<fed>/trust/ckks.secret``, mode 600, at every tier-1 and tier-2 site and
   never at the centre; ``ckks.public``, the centre's): ``site-task keygen`` at one site makes
   both; the consortium copies the secret context to the other sites over its own channel.
 
@@ -225,7 +225,7 @@ def keygen(config: FederationConfig) -> secure.Keys:
 def _missing(what: str, path: Path) -> secure.SecureError:
     return secure.SecureError(
         f"no CKKS {what} context at {path}: run `site-task keygen` at one site and copy "
-        "ckks.secret to every tier-1 site and ckks.public to the centre (docs/privacy.md)"
+        "ckks.secret to every tier-1 and tier-2 site and ckks.public to the centre (docs/privacy.md)"
     )
 
 

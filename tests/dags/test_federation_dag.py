@@ -268,6 +268,35 @@ def test_a_site_whose_training_raises_is_tolerated_by_the_quorum(
     assert summary["missing"] == ["site-02"]
 
 
+def with_connections(
+    folder: Path, name: str, monkeypatch: pytest.MonkeyPatch, s3_server: Any, mlflow_server: str
+) -> Path:
+    """Rename the federation in folder to ``name`` and give it storage and MLflow from Airflow
+    connections (set in the environment, as a deployment's secrets backend would); enrol it."""
+    from site_tasks import trust
+    from site_tasks.federation import load_federation
+
+    file = folder / "synthetic-label-skew.yaml"
+    body = yaml.safe_load(file.read_text())
+    body["name"] = name
+    body["storage"] = {"bucket": body["storage"]["bucket"], "connection": "fedmap_s3"}
+    body["mlflow"] = {"connection": "fedmap_mlflow"}
+    file.write_text(yaml.safe_dump(body, sort_keys=False))
+    trust.enrol_all(load_federation(file))  # the renamed one
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s3_conn = {
+        "conn_type": "aws",
+        "login": s3_server.access_key,
+        "password": s3_server.secret_key,
+        "extra": {"endpoint_url": s3_server.url},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_FEDMAP_S3", json.dumps(s3_conn))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FEDMAP_MLFLOW", json.dumps({"conn_type": "http", "host": mlflow_server})
+    )
+    return file
+
+
 def _tier3_files(folder: Path) -> tuple[int, int]:
     """Give a site folder a tier-3 layout: reference.csv and score.csv, features only."""
 
@@ -291,7 +320,6 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     nested runs with per-round metrics, the storage layout, the Asset, the inference DAG."""
     import mlflow
 
-    from site_tasks import trust
     from site_tasks.federation import load_federation
     from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
@@ -299,24 +327,8 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     folder = federation_folder(
         make_federation, {"site-04": 3}, n_sites=4, n_train=120, n_val=40, rounds=2, min_sites=2
     )
-    body = yaml.safe_load((folder / "synthetic-label-skew.yaml").read_text())
-    body["name"] = "dag-registry"
-    body["storage"] = {"bucket": body["storage"]["bucket"], "connection": "fedmap_s3"}
-    body["mlflow"] = {"connection": "fedmap_mlflow"}
-    (folder / "synthetic-label-skew.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
-    trust.enrol_all(load_federation(folder / "synthetic-label-skew.yaml"))  # the renamed one
+    with_connections(folder, "dag-registry", monkeypatch, s3_server, mlflow_server)
     _, n_score = _tier3_files(folder.parent / "hospital-data" / "site-04")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    s3_conn = {
-        "conn_type": "aws",
-        "login": s3_server.access_key,
-        "password": s3_server.secret_key,
-        "extra": {"endpoint_url": s3_server.url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_FEDMAP_S3", json.dumps(s3_conn))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_FEDMAP_MLFLOW", json.dumps({"conn_type": "http", "host": mlflow_server})
-    )
     dags = load_dags(folder, monkeypatch).__dict__
     dag, inference = dags["fedmap_dag-registry"], dags["fedmap_dag-registry_inference"]
     assert "site-04" not in sites_of(dag.get_task("validate"))

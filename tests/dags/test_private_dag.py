@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.dags.test_federation_dag import LoadDags, _states, federation_folder
+from tests.dags.test_federation_dag import LoadDags, _states, federation_folder, with_connections
 
 pytestmark = [pytest.mark.privacy, pytest.mark.exhaustive]  # 80 s: run with -m privacy
 
@@ -32,7 +31,6 @@ def test_a_private_run_states_epsilon_registers_opt_ins_and_stops_at_the_budget(
 ) -> None:
     import mlflow
 
-    from site_tasks import trust
     from site_tasks.federation import load_federation
     from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
@@ -48,24 +46,7 @@ def test_a_private_run_states_epsilon_registers_opt_ins_and_stops_at_the_budget(
     folder = federation_folder(
         make_federation, n_sites=3, n_train=120, n_val=40, rounds=2, min_sites=2, privacy=section
     )
-    file = folder / "synthetic-label-skew.yaml"
-    body = yaml.safe_load(file.read_text())
-    body["name"] = "dag-private"
-    body["storage"] = {"bucket": body["storage"]["bucket"], "connection": "fedmap_s3"}
-    body["mlflow"] = {"connection": "fedmap_mlflow"}
-    file.write_text(yaml.safe_dump(body, sort_keys=False))
-    trust.enrol_all(load_federation(file))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    s3_conn = {
-        "conn_type": "aws",
-        "login": s3_server.access_key,
-        "password": s3_server.secret_key,
-        "extra": {"endpoint_url": s3_server.url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_FEDMAP_S3", json.dumps(s3_conn))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_FEDMAP_MLFLOW", json.dumps({"conn_type": "http", "host": mlflow_server})
-    )
+    file = with_connections(folder, "dag-private", monkeypatch, s3_server, mlflow_server)
     run = load_dags(folder, monkeypatch).__dict__["fedmap_dag-private"].test()
     assert str(run.state) == "success", _states(run)
     logged = capfd.readouterr().out + caplog.text  # the aggregate task's log (Airflow: stdout)

@@ -179,13 +179,20 @@ def noise_for(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        z = get_noise_multiplier(
-            target_epsilon=target,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=accountant,
-        )
+        try:
+            z = get_noise_multiplier(
+                target_epsilon=target,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        except ValueError as exc:  # Opacus: "The privacy budget is too low."
+            raise ValueError(
+                f"no noise multiplier fits epsilon = {target:g} at delta = {delta:g} over "
+                f"{steps} rounds at q = {sample_rate:g} ({accountant}): {exc} Raise the budget "
+                "or plan fewer rounds"
+            ) from exc
     return float(z) * math.sqrt(mechanisms)
 
 

@@ -365,3 +365,8 @@ def test_cli_prints_the_noise_a_budget_needs(capsys: pytest.CaptureFixture[str])
 def test_cli_refuses_a_bad_plan(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", *extra]) == 2
     assert capsys.readouterr().err.startswith("fedmap: error: ")
+
+
+def test_a_budget_no_noise_can_fit_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"no noise multiplier fits epsilon = 0.05 .* 15 rounds"):
+        noise_for(0.05, 1e-5, 15)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmap.schema import Site, read_federation
-from site_tasks import trust
+from site_tasks import privacy, trust
 from site_tasks.access import Identity, centre_identity, site_identity
 from site_tasks.federation import load_federation
 from site_tasks.local.seaweed import start_seaweed
@@ -376,8 +376,12 @@ def up(
     shutil.copy(POLICY, d.state / "centre" / "config" / "airflow_local_settings.py")
     (d.state / "federations").mkdir(parents=True, exist_ok=True)
     (d.state / "federations" / f"{plan.name}.yaml").write_text(absolute(federation))
-    # what each hospital does once (site-task enrol), done here for all of them: own key pairs
-    trust.enrol_all(load_federation(d.state / "federations" / f"{plan.name}.yaml"))
+    # what each hospital does once (site-task enrol, and keygen under secure aggregation),
+    # done here for all of them: own signing key pairs, the consortium's CKKS pair
+    config = load_federation(d.state / "federations" / f"{plan.name}.yaml")
+    trust.enrol_all(config)
+    if config.federation.privacy.secure:
+        privacy.keygen(config)
     start_s3(d, plan.name, plan.require_storage().bucket, plan.sites, pool)
     start_postgres(d)
     env = {**os.environ, **d.centre_env(scale)}

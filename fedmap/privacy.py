@@ -223,7 +223,7 @@ def affordable_rounds(privacy: Privacy, spent: Sequence[Spent], rounds: int, z: 
     while low < high:  # epsilon grows with the rounds: the last t that fits
         mid = (low + high + 1) // 2
         history = [*spent, Spent(mid, z, privacy.mechanisms)]
-        fits = epsilon(history, privacy.delta, privacy.accountant) <= privacy.epsilon
+        fits = epsilon(history, privacy.delta, privacy.accountant) <= privacy.epsilon * (1 + 1e-9)
         low, high = (mid, high) if fits else (low, mid - 1)
     return low
 

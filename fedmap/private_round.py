@@ -15,8 +15,9 @@ signature, replay, duplicates), checks each file against its signed hash and for
   (``open_secure_prior``).
 
 The per-site checks the clear round applies to theta_k (the weight cap, ||theta_k - mu||) have
-no meaning here: the site clips its own step to C and clamps its weight to [exp(-R), 1]
-(docs/privacy.md says what that does and does not protect against).
+no meaning here: under DP the site clips its own step to C, with omega weights it clamps its
+weight to [exp(-R), 1], and secure aggregation alone bounds neither (docs/privacy.md says what
+each does and does not protect against).
 """
 
 from __future__ import annotations
@@ -132,10 +133,14 @@ def aggregate_private_round(
         except MessageError as exc:
             rejected[candidate.site] = str(exc)
             continue
-        accepted[manifest.site] = manifest
         if privacy.secure:
-            total = opened if total is None else total + opened
-        else:
+            try:
+                total = opened if total is None else total + opened
+            except (ValueError, RuntimeError) as exc:  # TenSEAL: e.g. "scale mismatch"
+                rejected[candidate.site] = f"its ciphertext cannot be added to the others: {exc}"
+                continue
+        accepted[manifest.site] = manifest
+        if not privacy.secure:
             for key in model:
                 value = opened[key].double()
                 numerator[key] = numerator[key] + value if key in numerator else value
@@ -183,4 +188,9 @@ def open_secure_prior(
     """A site's reading of an encrypted prior: decrypt Enc(sum [N_k, D_k]) with the sites'
     secret context, then mu' and tau^2 as ``next_prior`` forms them at the centre in the clear."""
     numerator, denominator = secure.decrypt(ciphertext, context, specs_of(mu))
+    if privacy.weighting == "equal" and abs(denominator - sites) > 1e-3:
+        raise secure.SecureError(
+            f"the encrypted prior claims {sites} site(s), but its denominator decrypts to "
+            f"{denominator:.6g}: not the sum of that many releases"
+        )
     return next_prior(mu, PrivateSum(sites, numerator, denominator), privacy, z, tau2)

@@ -528,6 +528,12 @@ def _federation(path: Path, data: Mapping[str, Any]) -> Federation:
         raise ConfigError(f"device must be cpu, cuda or auto, got {device!r}")
     state_dir = data.get("state_dir", ".state/site-state")
     algorithm = algorithm_spec(data.get("algorithm"))
+    privacy = _privacy(data.get("privacy"), sites, algorithm)
+    if privacy.secure and min_sites < 2:
+        raise ConfigError(
+            f"privacy.secure_aggregation ckks needs min_sites >= 2, got {min_sites}: the sum of "
+            "one site's ciphertext is that site's own update"
+        )
     return Federation(
         path=path,
         name=check_name(data["name"], "name"),
@@ -543,7 +549,7 @@ def _federation(path: Path, data: Mapping[str, Any]) -> Federation:
         state_dir=_folder(base, state_dir, "state_dir"),
         bounds=_bounds(data.get("bounds")),
         trust=_trust(base, data.get("trust")),
-        privacy=_privacy(data.get("privacy"), sites, algorithm),
+        privacy=privacy,
     )
 
 

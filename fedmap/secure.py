@@ -63,6 +63,14 @@ def generate() -> Keys:
     return Keys(secret, context.serialize())
 
 
+def public_of(secret: bytes) -> bytes:
+    """The public context of a secret one (what a site that was sent only the secret gives the
+    centre)."""
+    context = secret_context(secret)
+    context.make_context_public()
+    return bytes(context.serialize())
+
+
 def public_context(blob: bytes) -> Any:
     """The centre's context: refused if it holds a secret key (the centre must not decrypt)."""
     context = _load(blob)
@@ -129,7 +137,24 @@ def ciphertext(blob: bytes, context: Any, expected: int) -> Any:
         raise SecureError(f"not a CKKS ciphertext under the federation's context: {exc}") from exc
     if slots != expected:
         raise SecureError(f"ciphertext holds {slots} values, the model needs {expected}")
+    try:  # one at another scale or level parses, then breaks the sum: refuse it here
+        _probe(context, expected) + vector
+    except (ValueError, RuntimeError) as exc:
+        raise SecureError(
+            f"ciphertext cannot be added under the federation's context: {exc}"
+        ) from exc
     return vector
+
+
+_PROBES: dict[tuple[int, int], Any] = {}
+
+
+def _probe(context: Any, expected: int) -> Any:
+    """Enc(0) of ``expected`` slots under context, made once: what every ciphertext must add to."""
+    key = (id(context), expected)
+    if key not in _PROBES:
+        _PROBES[key] = _tenseal().ckks_vector(context, [0.0] * expected)
+    return _PROBES[key]
 
 
 def add(blobs: Iterable[bytes], context: Any, expected: int) -> bytes:

@@ -1,8 +1,9 @@
 """The ``privacy`` section as a deployment runs it, on either side: the plan's noise multiplier,
 the two privacy ledgers, and the CKKS key files of secure aggregation.
 
-- **The centre's ledger** (``<state_dir>/<fed>/privacy/ledger.json``) holds the rounds every run
-  of the federation was granted. ``start`` refuses a run whose plan alone exceeds the budget,
+- **The centre's ledger** (``<state_dir>/<fed>/privacy/centre.json``) holds the rounds every run
+  of the federation was granted and how many it aggregated (a run that stopped early counts
+  what its sites may have released, ``used_rounds``). ``start`` refuses a run whose plan alone exceeds the budget,
   and grants a run that would cross it only the rounds that fit (``plan_run``); the grant goes
   into the round-1 prior's signed manifest, which every step reads (``granted_rounds``).
 - **A site's ledger** (``<state_dir>/<fed>/privacy/<site>.json``, at the site) holds every round
@@ -72,16 +73,25 @@ def _write(path: Path, entries: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def used_rounds(entry: dict[str, Any]) -> int:
+    """The rounds a run may have released: all it was granted once it aggregated them all;
+    before that (a run that stopped early, or is still going), the rounds it aggregated plus the
+    one its sites may have released since, never more than the grant."""
+    granted = int(entry["rounds"])
+    aggregated = int(entry.get("aggregated", granted))
+    return granted if aggregated >= granted else min(granted, aggregated + 1)
+
+
 def _history(entries: list[dict[str, Any]], skip_run: str = "") -> list[Spent]:
     return [
-        Spent(int(e["rounds"]), float(e["noise_multiplier"]), int(e["mechanisms"]))
+        Spent(used_rounds(e), float(e["noise_multiplier"]), int(e["mechanisms"]))
         for e in entries
         if e["run"] != skip_run
     ]
 
 
 def centre_ledger(config: FederationConfig) -> Path:
-    return _folder(config) / "ledger.json"
+    return _folder(config) / "centre.json"  # "centre" is no site's name (RESERVED_SITES)
 
 
 def plan_run(config: FederationConfig) -> dict[str, Any]:
@@ -114,6 +124,7 @@ def plan_run(config: FederationConfig) -> dict[str, Any]:
         "budget": privacy.epsilon,
         "delta": privacy.delta,
         "accountant": privacy.accountant,
+        "aggregated": 0,
     }
     if granted < config.rounds:
         log.warning(
@@ -128,6 +139,16 @@ def plan_run(config: FederationConfig) -> dict[str, Any]:
         )
     _write(path, [*(e for e in entries if e["run"] != config.run), grant])
     return grant
+
+
+def settle(config: FederationConfig, round_: int) -> None:
+    """Record in the centre's ledger that this run has aggregated round_ (``used_rounds``)."""
+    path = centre_ledger(config)
+    entries = _read(path)
+    for entry in entries:
+        if entry["run"] == config.run:
+            entry["aggregated"] = max(int(entry.get("aggregated", 0)), round_)
+    _write(path, entries)
 
 
 def epsilon_after(config: FederationConfig, round_: int) -> float:
@@ -180,7 +201,8 @@ def budget_report(config: FederationConfig, owner: str) -> str:
         entries = _read(centre_ledger(config))
         spent = _history(entries)
         lines = [
-            f"- run {e['run']}: {e['rounds']} round(s) at z {e['noise_multiplier']:.4g}"
+            f"- run {e['run']}: {e['rounds']} round(s) granted at z {e['noise_multiplier']:.4g}, "
+            f"{e.get('aggregated', e['rounds'])} aggregated, {used_rounds(e)} counted"
             for e in entries
         ]
     else:
@@ -209,8 +231,11 @@ def keygen(config: FederationConfig) -> secure.Keys:
     """Make the federation's CKKS key pair at a site (once; an existing pair is kept): the
     secret context mode 600, the public one beside it for the centre."""
     secret, public = secret_path(config), public_path(config)
-    if secret.exists() and public.exists():
-        return secure.Keys(secret.read_bytes(), public.read_bytes())
+    if secret.exists():  # a copied secret is never replaced: its public half is derived from it
+        keys = secure.Keys(secret.read_bytes(), secure.public_of(secret.read_bytes()))
+        if not public.exists():
+            public.write_bytes(keys.public)
+        return keys
     keys = secure.generate()
     secret.parent.mkdir(parents=True, exist_ok=True)
     tmp = secret.with_name(secret.name + ".tmp")

@@ -75,6 +75,8 @@ def aggregate(
         )
         extra["tau2"] = tau2
     spent = privacy.epsilon_after(config, round_) if section.dp else 0.0
+    if section.dp:
+        privacy.settle(config, round_)
     facts = {
         "form": form(section),
         "epsilon": spent,

@@ -354,8 +354,9 @@ def read_final_prior(
     config: FederationConfig, store: ObjectStore, rounds: int
 ) -> tuple[Params, tuple[str, str]]:
     """mu of the run's final prior and the (tensors, manifest) keys it is read from. Under secure
-    aggregation the centre cannot decrypt it: it takes the first tier-1 site's signed decryption
-    and warns when another site's differs (a site that lies about the aggregate is named)."""
+    aggregation the centre cannot decrypt it: it takes the decryption a majority of the tier-1
+    sites signed (honest decryptions are byte-identical), names any site whose decryption
+    differs, and registers nothing without a majority."""
     keys = Keys.of(config)
     if not config.federation.privacy.secure:
         blob = store.get(keys.prior(rounds + 1)[0])
@@ -375,10 +376,22 @@ def read_final_prior(
             "no tier-1 site sent its decryption of the final prior (secure aggregation: the "
             "centre holds no key), so nothing is registered"
         )
-    site, params, sha = found[0]
-    for other, _, other_sha in found[1:]:
-        if other_sha != sha:
-            log.warning("%s's decryption of the final prior differs from %s's", other, site)
+    votes: dict[str, list[str]] = {}
+    for site, _, sha in found:
+        votes.setdefault(sha, []).append(site)
+    sha, agreeing = max(votes.items(), key=lambda item: len(item[1]))
+    members = sum(1 for s in config.sites.values() if s.tier == 1)
+    if len(agreeing) * 2 <= members:
+        raise RuntimeError(
+            f"no majority of the {members} tier-1 sites sent the same decryption of the final "
+            f"prior ({', '.join(f'{len(v)} for {k[:12]}' for k, v in votes.items())}): nothing "
+            "is registered"
+        )
+    for other, sites in votes.items():
+        if other != sha:
+            log.warning("%s: decryption of the final prior differs from the majority's", sites)
+    site = agreeing[0]
+    params = next(p for s, p, _ in found if s == site)
     return params, keys.released(site)
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fedmap import secure
 from fedmap.dp import release
 from fedmap.messages import Manifest, decode_params, encode_params
 from fedmap.params import Params
@@ -62,12 +64,18 @@ def read_prior(
         cached = decode_params(path.read_bytes())
         tau = float(cached.pop("dp/tau2").item())
         return SitePrior(manifest, cached, tau)
+    sites = int(manifest.extra.get("sites", 0))
+    if sites < max(2, config.min_sites):
+        raise secure.SecureError(
+            f"the encrypted prior of round {round_} claims a sum of {sites} site(s), below the "
+            f"quorum {max(2, config.min_sites)}: decrypting it could reveal one site's update"
+        )
     before = read_prior(config, site, round_ - 1, fetch)
     mu, tau = open_secure_prior(
         prior_mean(before.params),
         before.tau2,
         from_tensor(params[CIPHERTEXT]),
-        int(manifest.extra["sites"]),
+        sites,
         privacy.section(config),
         privacy.noise_multiplier(config),
         privacy.site_context(config),
@@ -75,6 +83,13 @@ def read_prior(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_params({**mu, "dp/tau2": torch.tensor(tau, dtype=torch.float64)}))
     return SitePrior(manifest, mu, tau)
+
+
+def _release_path(config: FederationConfig, site: str, round_: int) -> Path:
+    """Where the site keeps the release of round_ it drew (its own disk)."""
+    return (
+        config.state_dir / config.name / config.run / site / f"release-round-{round_}.safetensors"
+    )
 
 
 @dataclass(frozen=True)
@@ -96,21 +111,30 @@ def privatise(
     encrypted."""
     section = privacy.section(config)
     spent = privacy.spend(config, site, round_) if section.dp else 0.0
+    kept = _release_path(config, site, round_)
+    if kept.exists():  # drawn before (a retry, a cleared round): the same release, not a new one
+        blob = kept.read_bytes()
+        return Privatised(decode_params(blob), blob, {"privacy": form(section)}, spent)
     noise = torch.Generator().manual_seed(secrets.randbits(63))
     z = privacy.noise_multiplier(config)
     out = release(theta, mu, log_omega, section, z, noise)
     context = privacy.site_context(config) if section.secure else None
     tensors = release_tensors(out, section, context)
     blob = encode_params(tensors)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tmp = kept.with_name(kept.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, kept)  # kept before it is sent
     log.info(
-        "%s: round %d: released under %s (||theta - mu|| %.4g%s, z %.4g); epsilon %.4g of %g",
+        "%s: round %d: released under %s (z %.4g); epsilon %.4g of %g",
         site,
         round_,
         form(section),
-        out.norm,
-        f", clipped to {section.clip:g}" if out.clipped else "",
         z,
         spent,
         section.epsilon,
+    )
+    log.debug(  # data-dependent: never in a log that may reach the centre (edge3 pushes INFO)
+        "%s: round %d: ||theta - mu|| %.4g%s", site, round_, out.norm, " (clipped)" * out.clipped
     )
     return Privatised(tensors, blob, {"privacy": form(section)}, spent)

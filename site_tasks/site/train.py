@@ -311,7 +311,10 @@ def train(
     audited.put(manifest_key, manifest.to_json().encode())  # last: the commit marker
     keep_state(config, site, round_, fitted.personal)
     metric = PRIMARY_METRIC[config.recipe.type]
-    log.info(  # the site's own log: these numbers stay at the site
+    # under a privacy section these numbers are data: DEBUG only, since a worker's task log may
+    # be pushed to the centre (edge3's PUSH_LOGS)
+    log.log(
+        logging.DEBUG if private else logging.INFO,
         "%s: round %d: log omega %.4f, train NLL %.4f, val %s %.4f -> %s",
         site,
         round_,

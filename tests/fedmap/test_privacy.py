@@ -204,6 +204,7 @@ def test_check_privacy_names_the_key(section: dict[str, Any], key: str) -> None:
 SITES: dict[str, dict[str, Any]] = {
     "site-01": {"data": "data/site-01"},
     "site-02": {"data": "data/site-02", "tier": 2},
+    "site-03": {"data": "data/site-03"},
 }
 STORAGE = {"bucket": "b", "endpoint_url": "http://127.0.0.1:1"}
 
@@ -211,6 +212,8 @@ STORAGE = {"bucket": "b", "endpoint_url": "http://127.0.0.1:1"}
 def _federation(tmp_path: Path, privacy: Any, **algorithm: Any) -> Path:
     body = synthetic_federation("fed", "run-1", SITES, STORAGE, "state", privacy=privacy)
     body["algorithm"].update(algorithm)
+    if isinstance(privacy, dict) and privacy.get("secure_aggregation") == "ckks":
+        body["min_sites"] = 2  # a sum of one ciphertext is that site's update
     path = tmp_path / "federation.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
@@ -370,3 +373,13 @@ def test_cli_refuses_a_bad_plan(extra: list[str], capsys: pytest.CaptureFixture[
 def test_a_budget_no_noise_can_fit_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"no noise multiplier fits epsilon = 0.05 .* 15 rounds"):
         noise_for(0.05, 1e-5, 15)
+
+
+def test_secure_aggregation_needs_a_quorum_of_two(tmp_path: Path) -> None:
+    body = synthetic_federation(
+        "fed", "run-1", SITES, STORAGE, "state", privacy={"secure_aggregation": "ckks"}
+    )
+    path = tmp_path / "federation.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))  # min_sites: 1
+    with pytest.raises(ConfigError, match=r"ckks needs min_sites >= 2, got 1"):
+        read_federation(path)

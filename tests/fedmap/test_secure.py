@@ -211,3 +211,15 @@ def test_a_ciphertext_travels_as_a_uint8_tensor(centre: Any, site: Any) -> None:
     )
     assert denominator == pytest.approx(0.75, abs=1e-6)
     torch.testing.assert_close(params["w"], torch.tensor([1.5, -2.0]), atol=1e-6, rtol=0)
+
+
+def test_a_ciphertext_at_another_scale_is_refused_before_it_breaks_the_sum() -> None:
+    import tenseal as ts
+
+    keys = secure.generate()
+    context = secure.public_context(keys.public)
+    other = secure.public_context(keys.public)
+    other.global_scale = 2**30  # same key, same size: it parses, but cannot be added
+    blob = bytes(ts.ckks_vector(other, [1.0] * 5).serialize())
+    with pytest.raises(secure.SecureError, match="scale mismatch"):
+        secure.ciphertext(blob, context, 5)

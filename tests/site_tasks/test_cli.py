@@ -98,7 +98,7 @@ def test_keygen_and_budget_under_a_privacy_section(
 
     monkeypatch.delenv("FEDMAP_ENROL_ON_FIRST_USE")  # keys only from keygen
     section = {"epsilon": 8.0, "noise_multiplier": 3.0, "secure_aggregation": "ckks"}
-    path = make_federation(n_sites=2, n_train=100, n_val=40, rounds=2, privacy=section)
+    path = make_federation(n_sites=2, n_train=100, n_val=40, rounds=2, min_sites=2, privacy=section)
     fed = ["--federation", str(path)]
     config = load_federation(path)
     assert main(["init", *fed]) == 2  # no public CKKS context at the centre yet: refused
@@ -109,6 +109,8 @@ def test_keygen_and_budget_under_a_privacy_section(
     assert main(["init", *fed]) == 0
     assert main(["budget", *fed, "--site", "centre"]) == 0
     report = capsys.readouterr().out
-    assert "epsilon 2.0290 of 8 spent" in report and "2 round(s) at z 3" in report
+    # nothing aggregated yet: the round its sites may be releasing is counted (1 round at z = 3)
+    assert "epsilon 1.3863 of 8 spent" in report
+    assert "2 round(s) granted at z 3, 0 aggregated, 1 counted" in report
     assert main(["budget", *fed, "--site", "site-02"]) == 0
     assert "epsilon 0.0000 of 8 spent" in capsys.readouterr().out  # nothing released yet

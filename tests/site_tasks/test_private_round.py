@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,16 @@ import pytest
 import torch
 
 from fedmap import dp
+from fedmap import secure as secure_module
 from fedmap.dp import Release
-from fedmap.messages import Manifest, decode_params
+from fedmap.messages import Manifest, TensorSpec, decode_params
 from fedmap.params import Params
 from fedmap.privacy import BudgetExceeded
 from fedmap.private_round import DENOMINATOR
-from fedmap.secure import CIPHERTEXT
+from fedmap.secure import CIPHERTEXT, SecureError
 from site_tasks import privacy
 from site_tasks.centre import server
+from site_tasks.centre.registry import read_final_prior
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.runs import granted_rounds
 from site_tasks.site import release as release_module
@@ -35,9 +38,15 @@ SITES = ("site-01", "site-02", "site-03")
 
 
 def setup(
-    make_federation: Callable[..., Path], section: dict[str, object], rounds: int = 2
+    make_federation: Callable[..., Path],
+    section: dict[str, object],
+    rounds: int = 2,
+    n_sites: int = 3,
 ) -> tuple[FederationConfig, S3Store]:
-    config = load_federation(make_federation(rounds=rounds, privacy=section))
+    """A federation under ``section`` (secure aggregation: a quorum of 2, as the schema asks)."""
+    quorum = 2 if section.get("secure_aggregation") == "ckks" else 1
+    path = make_federation(n_sites=n_sites, rounds=rounds, min_sites=quorum, privacy=section)
+    config = load_federation(path)
     store = S3Store(config.storage)
     store.ensure_bucket()
     return config, store
@@ -142,6 +151,30 @@ def test_secure_round_centre_sums_ciphertexts_sites_decrypt(
     for needle in needles:
         assert all(needle not in blob for blob in centre_side)
         assert needle not in audit and needle not in logs_text
+    # the registry takes the decryption a majority signed; a lying site is outvoted and named
+    honest, _ = read_final_prior(config, store, 2)
+    lie = {k: v + 1.0 for k, v in honest.items()}
+    send_decryption(config, store, "site-03", lie, 3)
+    chosen, where = read_final_prior(config, store, 2)
+    assert all(torch.equal(chosen[k], honest[k]) for k in honest) and "site-03" not in where[0]
+    assert "['site-03']: decryption of the final prior differs" in caplog.text
+    send_decryption(config, store, "site-02", {k: v + 2.0 for k, v in honest.items()}, 3)
+    with pytest.raises(RuntimeError, match="no majority of the 3 tier-1 sites"):
+        read_final_prior(config, store, 2)
+
+
+def send_decryption(
+    config: FederationConfig, store: S3Store, site: str, params: Params, round_: int
+) -> None:
+    """What a site's ``finalise`` sends under secure aggregation, with params of its choosing."""
+    from fedmap.messages import encode_params, make_manifest
+    from site_tasks import trust
+
+    blob = encode_params(params)
+    manifest = trust.signed(config, site, make_manifest("prior", round_, params, blob, site=site))
+    tensors_key, manifest_key = Keys.of(config).released(site)
+    store.put(tensors_key, blob)
+    store.put(manifest_key, manifest.to_json().encode())
 
 
 def test_budget_refused_before_round_1_and_a_later_run_truncated(
@@ -171,25 +204,83 @@ def test_site_refuses_to_release_past_its_own_budget(
 
 
 def test_a_tampered_ciphertext_is_rejected_and_a_dropout_leaves_the_others_mean(
-    make_federation: Callable[..., Path],
+    make_federation: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, store = setup(make_federation, {"secure_aggregation": "ckks"}, rounds=1)
+    config, store = setup(make_federation, {"secure_aggregation": "ckks"}, rounds=1, n_sites=4)
     keys = Keys.of(config)
+    sent: dict[str, Release] = {}
+    real = dp.release
+
+    def recording(theta: Params, mu: Params, log_omega: float, *args: Any) -> Release:
+        sent[f"site-0{len(sent) + 1}"] = out = real(theta, mu, log_omega, *args)
+        return out
+
+    monkeypatch.setattr(release_module, "release", recording)
     server.init(config, store)
-    for site in SITES:
+    for site in ("site-01", "site-02", "site-03", "site-04"):
         assert validate(config, site, store).success
-    train(config, "site-01", 1, store)
-    train(config, "site-02", 1, store)  # site-03 drops out of the round: it never sends
+    for site in ("site-01", "site-02", "site-03"):  # site-04 drops out: it never sends
+        train(config, site, 1, store)
     tensors_key = keys.update(1, "site-02")[0]
     blob = bytearray(store.get(tensors_key) or b"")
     blob[len(blob) // 2] ^= 0x01  # one bit of the ciphertext, after the site signed its hash
     store.put(tensors_key, bytes(blob))
     summary = server.aggregate(config, store, 1)
-    assert summary.contributed == ("site-01",)
+    assert summary.contributed == ("site-01", "site-03")
     assert "checksum mismatch" in summary.rejected["site-02"]
-    assert summary.missing == ("site-03",)
-    # the aggregate of the one site left decrypts to its own theta_1 (a_k / a_k = 1)
-    seen = read_prior(config, "site-02", 2, lambda t: fetch_prior(config, store, t))
-    own = decode_params(state_path(config, "site-01", 1).read_bytes())
+    assert summary.missing == ("site-04",)
+    # the sum of the two left decrypts to their own weighted mean
+    seen = read_prior(config, "site-04", 2, lambda t: fetch_prior(config, store, t))
+    mu1 = fetch_prior(config, store, 1)[1]
+    kept = [sent["site-01"], sent["site-03"]]
+    total = sum(r.denominator for r in kept)
     for name, value in seen.params.items():
-        assert torch.allclose(value.double(), own[name].double(), rtol=1e-5, atol=1e-6)
+        numerator = torch.stack([r.numerator[name].double() for r in kept]).sum(0)
+        assert torch.allclose(value.double(), mu1[name].double() + numerator / total, atol=1e-6)
+
+
+def test_sites_refuse_to_decrypt_a_sum_of_one(make_federation: Callable[..., Path]) -> None:
+    """A centre that publishes one site's ciphertext as 'the sum' learns nothing from it: the
+    other sites refuse to decrypt a prior that claims fewer sites than the quorum."""
+    config, store = setup(make_federation, {"secure_aggregation": "ckks"}, rounds=2)
+    run_rounds(config, store, 1)
+    manifest, tensors = fetch_prior(config, store, 2)
+    forged = replace(manifest, extra={**manifest.extra, "sites": 1})
+
+    def fetch(t: int) -> tuple[Manifest, Params]:
+        return (forged, tensors) if t == 2 else fetch_prior(config, store, t)
+
+    with pytest.raises(SecureError, match="claims a sum of 1 site"):
+        read_prior(config, "site-01", 2, fetch)
+
+
+def test_a_retry_resends_the_release_it_drew(make_federation: Callable[..., Path]) -> None:
+    """A cleared round retrains, but the site sends the release it drew before, byte for byte:
+    two independent noisy releases of one round would spend the budget twice."""
+    config, store = setup(make_federation, {"epsilon": 8.0}, rounds=1)
+    server.init(config, store)
+    assert validate(config, "site-01", store).success
+    train(config, "site-01", 1, store)
+    keys = Keys.of(config)
+    first = store.get(keys.update(1, "site-01")[0])
+    for key in keys.update(1, "site-01"):  # the round's upload cleared (rclone: no versions)
+        store.client.delete_object(Bucket=store.bucket, Key=key)
+    train(config, "site-01", 1, store)
+    assert store.get(keys.update(1, "site-01")[0]) == first
+    ledger = json.loads(privacy.site_ledger(config, "site-01").read_text())["entries"]
+    assert len(ledger) == 1
+
+
+def test_keygen_never_replaces_a_copied_secret(make_federation: Callable[..., Path]) -> None:
+    config, _ = setup(make_federation, {"secure_aggregation": "ckks"}, rounds=1)
+    keys = privacy.keygen(config)
+    privacy.public_path(config).unlink()  # a site that was sent only the secret
+    again = privacy.keygen(config)
+    assert again.secret == keys.secret == privacy.secret_path(config).read_bytes()
+    assert privacy.public_path(config).exists()
+    public = secure_module.public_context(again.public)
+    blob = secure_module.encrypt({"w": torch.ones(3)}, 1.0, public)
+    total, d = secure_module.decrypt(
+        blob, secure_module.secret_context(keys.secret), {"w": TensorSpec((3,), "float32")}
+    )
+    assert d == pytest.approx(1.0, abs=1e-6) and torch.allclose(total["w"], torch.ones(3))

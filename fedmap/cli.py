@@ -261,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mechanisms",
         type=int,
         default=1,
-        choices=(1, 2),
-        help="Gaussian mechanisms per round (default 1; 2 under privacy.weights: omega)",
+        choices=range(1, 9),
+        metavar="M",
+        help="Gaussian mechanisms of multiplier z per round, i.e. the squared sensitivity in "
+        "units of C (default 1: a site against a null release, equal weights; 2 with "
+        "privacy.weights omega; 4, or 5 with omega, for one record replaced)",
     )
     priv.add_argument("--accountant", choices=("rdp", "prv", "both"), default="both")
     priv.set_defaults(func=cmd_privacy)

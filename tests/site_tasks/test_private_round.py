@@ -23,7 +23,7 @@ from fedmap.private_round import DENOMINATOR
 from fedmap.secure import CIPHERTEXT, SecureError
 from site_tasks import privacy
 from site_tasks.centre import server
-from site_tasks.centre.registry import read_final_prior
+from site_tasks.centre.released import read_final_prior
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.runs import granted_rounds
 from site_tasks.site import release as release_module

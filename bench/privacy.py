@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from bench.privacy_report import CLEAR, eps_label, metrics_of, page, plot
 from fedmap.algorithms import Algorithm, SiteContext, build_algorithm
-from fedmap.algorithms.private import PrivateFedMAP
 from fedmap.algorithms.protocol import LocalResult, SiteUpdate
 from fedmap.comparison import Variant, load_sites, options_for, private
 from fedmap.params import Params
@@ -52,7 +51,7 @@ class Config:
     secure: str = "none"
     """none, ckks, or ``CLEAR``."""
     widened: bool = True
-    """False: the ablation of ``Unwidened``, each site's prior left at sigma^2 under DP."""
+    """False: the ablation (``PrivateFedMAP.widen``), each site's prior left at sigma^2 under DP."""
 
     @property
     def key(self) -> str:
@@ -114,7 +113,8 @@ def run_job(job: Job) -> dict[str, Any]:
     dp = None
     if config.method == "fedmap" and (privacy.active or config.secure == CLEAR):
         dp = private(algorithm, replace(spec, privacy=privacy), job.seed)
-        algorithm = dp if config.widened else Unwidened(dp)
+        dp.widen = config.widened
+        algorithm = dp
     elif config.method == "fedmap":
         algorithm = Metered(algorithm)
     baseline = peak_mb()
@@ -167,40 +167,6 @@ class Metered:
         params = result.update.params.values()
         self.sent_bytes += sum(v.numel() * v.element_size() for v in params) + 8
         return result
-
-    def aggregate(self, updates: Sequence[SiteUpdate], prior: Params) -> Params:
-        return self.inner.aggregate(updates, prior)
-
-    def finalise(self, site: SiteContext, prior: Params, personal: Params) -> Params:
-        return self.inner.finalise(site, prior, personal)
-
-    def scoring_params(self, prior: Params, personal: Params) -> Params:
-        return self.inner.scoring_params(prior, personal)
-
-
-@dataclass
-class Unwidened:
-    """The ablation: FedMAP under DP whose sites train under N(mu, sigma^2), as if the noisy mean
-    were exact (``inner.tau2`` is still kept, and reported)."""
-
-    inner: PrivateFedMAP
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def model(self) -> str | None:
-        return self.inner.model
-
-    def local_update(
-        self, site: SiteContext, prior: Params, personal: Params, round_: int
-    ) -> LocalResult:
-        tau2, self.inner.tau2 = self.inner.tau2, 0.0
-        try:
-            return self.inner.local_update(site, prior, personal, round_)
-        finally:
-            self.inner.tau2 = tau2
 
     def aggregate(self, updates: Sequence[SiteUpdate], prior: Params) -> Params:
         return self.inner.aggregate(updates, prior)

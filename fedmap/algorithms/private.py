@@ -72,6 +72,9 @@ class PrivateFedMAP:
     """The sites' CKKS keys (``privacy.secure``); made on first use."""
     tau2: float = 0.0
     """The variance the noise has added so far to each coordinate of mu (``widened``)."""
+    widen: bool = True
+    """False: the ablation, sites train under N(mu, sigma^2) as if the noisy mean were exact
+    (``tau2`` is still kept)."""
     sent_bytes: int = 0
     """Bytes of every message the sites sent so far (N_k as float32 values, or ciphertexts)."""
     name: str = field(default="fedmap", init=False)
@@ -88,7 +91,8 @@ class PrivateFedMAP:
     def local_update(
         self, site: SiteContext, prior: Params, personal: Params, round_: int
     ) -> LocalResult:
-        result = widened(self.method, self.tau2).local_update(site, prior, personal, round_)
+        tau2 = self.tau2 if self.widen else 0.0
+        result = widened(self.method, tau2).local_update(site, prior, personal, round_)
         update = result.update
         out = release(
             update.params, prior_mean(prior), update.log_omega, self.privacy, self.z, self._noise

@@ -33,7 +33,7 @@ from fedmap.dp import Release, noise_variance, private_mean
 from fedmap.messages import Manifest, MessageError, TensorSpec, open_message, specs_of
 from fedmap.params import Params
 from fedmap.privacy import Privacy
-from fedmap.server import Candidate, Checks, RoundSummary, screen
+from fedmap.server import Candidate, Checks, RoundSummary, admit, provenance
 
 DENOMINATOR = "dp/denominator"
 
@@ -121,11 +121,8 @@ def aggregate_private_round(
     total: Any = None
     for candidate in candidates:
         seen.add(candidate.site)
-        if members is not None and candidate.site not in members:
-            rejected[candidate.site] = "not a member of this federation"
-            continue
         try:
-            manifest = screen(candidate, round_, checks)
+            manifest = admit(candidate, round_, members, checks)
             blob = candidate.read()
             if blob is None:
                 raise MessageError("manifest without its tensor file")
@@ -147,6 +144,7 @@ def aggregate_private_round(
             denominator += float(opened[DENOMINATOR])
         del blob, opened
     sites = sorted(accepted)
+    workers, nonces, sha256 = provenance(accepted)
     summary = RoundSummary(
         round=round_,
         contributed=tuple(sites),
@@ -155,9 +153,9 @@ def aggregate_private_round(
         num_examples={},
         rejected=dict(sorted(rejected.items())),
         missing=tuple(sorted(set(members or ()) - seen)),
-        workers={s: str(w) for s in sites if (w := accepted[s].extra.get("worker", ""))},
-        nonces={s: accepted[s].nonce for s in sites if accepted[s].nonce},
-        sha256={s: accepted[s].sha256 for s in sites},
+        workers=workers,
+        nonces=nonces,
+        sha256=sha256,
     )
     if privacy.secure:
         blob = None if total is None else bytes(total.serialize())

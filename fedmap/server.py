@@ -135,6 +135,33 @@ def screen(candidate: Candidate, round_: int, checks: Checks | None = None) -> M
     return manifest
 
 
+def admit(
+    candidate: Candidate,
+    round_: int,
+    members: Collection[str] | None = None,
+    checks: Checks | None = None,
+) -> Manifest:
+    """``screen``, after the membership check: an upload from a name outside ``members`` is
+    rejected (nobody outside the federation may move the prior)."""
+    if members is not None and candidate.site not in members:
+        raise MessageError("not a member of this federation")
+    return screen(candidate, round_, checks)
+
+
+Provenance = tuple[dict[str, str], dict[str, str], dict[str, str]]
+
+
+def provenance(accepted: Mapping[str, Manifest]) -> Provenance:
+    """The summary's record of who sent each accepted update: the worker that ran it (when its
+    manifest said), its nonce and its tensors' SHA-256, each by site."""
+    sites = sorted(accepted)
+    return (
+        {s: str(w) for s in sites if (w := accepted[s].extra.get("worker", ""))},
+        {s: accepted[s].nonce for s in sites if accepted[s].nonce},
+        {s: accepted[s].sha256 for s in sites},
+    )
+
+
 def accept(candidate: Candidate, round_: int, expected: Mapping[str, TensorSpec]) -> SiteUpdate:
     """The SiteUpdate in candidate, or MessageError saying why it cannot be used."""
     manifest = screen(candidate, round_)
@@ -182,11 +209,8 @@ def aggregate_round(
     screened: list[tuple[Candidate, Manifest]] = []
     for candidate in candidates:
         seen.add(candidate.site)
-        if members is not None and candidate.site not in members:
-            rejected[candidate.site] = "not a member of this federation"
-            continue
         try:
-            screened.append((candidate, screen(candidate, round_, checks)))
+            screened.append((candidate, admit(candidate, round_, members, checks)))
         except MessageError as exc:
             rejected[candidate.site] = str(exc)
     mu = prior or {}
@@ -198,6 +222,7 @@ def aggregate_round(
     new_prior, weights, capped, norms = outcome
     accepted = {m.site: m for _, m in screened if m.site not in rejected}
     sites = sorted(accepted)
+    workers, nonces, sha256 = provenance(accepted)
     summary = RoundSummary(
         round=round_,
         contributed=tuple(sites),
@@ -207,11 +232,11 @@ def aggregate_round(
         rejected=dict(sorted(rejected.items())),
         metrics={s: dict(accepted[s].metrics) for s in sites},
         missing=tuple(sorted(set(members or ()) - seen)),
-        workers={s: str(w) for s in sites if (w := accepted[s].extra.get("worker", ""))},
         capped=tuple(sorted(capped)),
         update_norms={s: norms[s] for s in sites if s in norms},
-        nonces={s: accepted[s].nonce for s in sites if accepted[s].nonce},
-        sha256={s: accepted[s].sha256 for s in sites},
+        workers=workers,
+        nonces=nonces,
+        sha256=sha256,
     )
     return new_prior, summary
 

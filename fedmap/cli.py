@@ -29,7 +29,8 @@ from fedmap.report import (
     write_results,
 )
 from fedmap.schema import PRIORS, read_federation
-from fedmap.synthetic import SCENARIOS, generate
+from fedmap.simulator import ENGINES
+from fedmap.synthetic import NUM_SITES, SCENARIOS, generate
 
 
 def _names(text: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -63,7 +64,14 @@ def simulate_federation(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     with tqdm(total=len(runs), unit="run", desc=spec.name, file=sys.stderr) as bar:
-        results = compare(spec, runs, args.jobs, args.device or "cpu", lambda _r: _tick(bar))
+        results = compare(
+            spec,
+            runs,
+            args.jobs,
+            args.device or "cpu",
+            lambda _r: _tick(bar),
+            args.engine or "loop",
+        )
     out: Path = args.out
     rows = comparison_records(spec, results)
     write_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")
@@ -121,10 +129,19 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         simulation = replace(simulation, rounds=args.rounds)
     if getattr(args, "device", None) is not None:
         simulation = replace(simulation, device=args.device)
+    if getattr(args, "engine", None) is not None:
+        simulation = replace(simulation, engine=args.engine)
     return replace(config, simulation=simulation)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.sites is not None and (args.federation is not None or args.data_root is not None):
+        raise ConfigError(
+            "--sites sets how many synthetic sites to generate; a federation file or "
+            "--data-root brings its own sites"
+        )
+    if args.sites is not None and args.sites < 1:
+        raise ConfigError(f"--sites must be at least 1, got {args.sites}")
     if args.federation is not None:
         return simulate_federation(args)
     if args.scenario is None:
@@ -135,11 +152,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
         )
     config = _config(args)
-    runs = [Run(args.scenario, m, s, args.data_root) for m in args.methods for s in args.seeds]
+    sites = args.sites or NUM_SITES
+    runs = [
+        Run(args.scenario, m, s, args.data_root, sites) for m in args.methods for s in args.seeds
+    ]
     total = len(runs) * config.simulation.rounds
     print(
-        f"simulating {args.scenario}: {len(args.methods)} method(s) x {len(args.seeds)} seed(s), "
-        f"{config.simulation.rounds} rounds each, {args.jobs} process(es)",
+        f"simulating {args.scenario} ({'' if args.data_root else f'{sites} sites, '}"
+        f"{config.simulation.engine} engine): {len(args.methods)} method(s) x "
+        f"{len(args.seeds)} seed(s), {config.simulation.rounds} rounds each, "
+        f"{args.jobs} process(es)",
         file=sys.stderr,
     )
     with tqdm(total=total, unit="round", desc=args.scenario, file=sys.stderr) as bar:
@@ -168,7 +190,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for seed in args.seeds if args.seeds is not None else config.benchmark.seeds:
         for scenario in args.scenarios:
             root = federation_folder(args.out, scenario, seed)
-            for split in generate(scenario, seed, config.synthetic):
+            for split in generate(scenario, seed, config.synthetic, args.sites):
                 write_site(split, root)
             print(f"wrote {root}", file=sys.stderr)
     return 0
@@ -185,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="run methods on a synthetic or a real federation in this process",
         description="Run every method x seed on one scenario of the paper's synthetic federation "
-        "(10 sites), or on the tier-1 sites of a federation file (--federation), and write "
+        "(10 sites, or --sites N), or on the tier-1 sites of a federation file (--federation), and write "
         "DIR/results.json, DIR/summary.md and DIR/curves.png.",
     )
     what = sim.add_mutually_exclusive_group(required=True)
@@ -220,6 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--jobs", type=int, default=1, help="parallel processes (default: 1)")
     sim.add_argument("--device", help="cpu, cuda, or auto (default: from the config)")
+    sim.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="loop: one local update per site (every method; the default); batched: every site "
+        "of a round in one vmapped computation, far faster with many sites (fedmap, individual, "
+        "fedavg, fedprox, fedavg-ft, fedper, ditto on binary tasks; docs/results/simulator.md)",
+    )
+    sim.add_argument(
+        "--sites",
+        type=int,
+        help=f"synthetic scenarios: N sites with the same skew pattern, the second half skewed "
+        f"(default: the paper's {NUM_SITES})",
+    )
     sim.set_defaults(func=cmd_simulate)
 
     gen = sub.add_parser(
@@ -234,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=_seeds, help="comma-separated seeds (default: the config's benchmark.seeds)"
     )
     gen.add_argument("--out", type=Path, required=True)
+    gen.add_argument(
+        "--sites", type=int, default=NUM_SITES, help=f"sites per scenario (default: {NUM_SITES})"
+    )
     gen.add_argument("--config", type=Path, help="YAML config (its 'synthetic' section is used)")
     gen.set_defaults(func=cmd_generate)
 

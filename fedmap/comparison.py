@@ -21,7 +21,13 @@ from fedmap.config import ConfigError
 from fedmap.data import SiteData
 from fedmap.privacy import noise_multiplier
 from fedmap.schema import Federation
-from fedmap.simulator import SimulationConfig, SimulationResult, resolve_device, simulate
+from fedmap.simulator import (
+    EngineName,
+    SimulationConfig,
+    SimulationResult,
+    resolve_device,
+    simulate,
+)
 from fedmap.tabular import load_tabular_site
 
 RECORD_KEYS = ("federation", "model", "method", "seed", "site")
@@ -94,6 +100,7 @@ def execute(
     run: ComparisonRun,
     device: str = "cpu",
     on_round: Callable[[int], None] | None = None,
+    engine: EngineName = "loop",
 ) -> SimulationResult:
     algorithm = build_algorithm(run.variant.method, options_for(spec, run.variant))
     if run.variant.method == "fedmap" and spec.privacy.active:
@@ -103,6 +110,7 @@ def execute(
         model=run.model,
         training=spec.algorithm.training,
         device=device,
+        engine=engine,
     )
     sites = load_sites(spec, resolve_device(device))
     result = simulate(algorithm, sites, config, run.seed, on_round)
@@ -117,9 +125,11 @@ def private(method: Algorithm, spec: Federation, seed: int) -> PrivateFedMAP:
     return PrivateFedMAP(method, privacy, z, seed)
 
 
-def _single_thread(spec: Federation, run: ComparisonRun, device: str) -> SimulationResult:
+def _single_thread(
+    spec: Federation, run: ComparisonRun, device: str, engine: EngineName
+) -> SimulationResult:
     torch.set_num_threads(1)
-    return execute(spec, run, device)
+    return execute(spec, run, device, engine=engine)
 
 
 def compare(
@@ -128,18 +138,19 @@ def compare(
     jobs: int = 1,
     device: str = "cpu",
     progress: Callable[[ComparisonRun], None] | None = None,
+    engine: EngineName = "loop",
 ) -> list[tuple[ComparisonRun, SimulationResult]]:
     """Execute runs in order, in this process (jobs = 1) or in a pool of jobs processes;
     progress is told of each finished run."""
     out: list[tuple[ComparisonRun, SimulationResult]] = []
     if jobs <= 1:
         for run in runs:
-            out.append((run, execute(spec, run, device)))
+            out.append((run, execute(spec, run, device, engine=engine)))
             if progress is not None:
                 progress(run)
         return out
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_single_thread, spec, run, device) for run in runs]
+        futures = [pool.submit(_single_thread, spec, run, device, engine) for run in runs]
         for run, future in zip(runs, futures, strict=True):
             out.append((run, future.result()))
             if progress is not None:

@@ -13,7 +13,7 @@ from fedmap.algorithms import build_algorithm
 from fedmap.config import ExperimentConfig
 from fedmap.data import SiteData, read_federation, standardise
 from fedmap.simulator import SimulationResult, resolve_device, simulate
-from fedmap.synthetic import generate
+from fedmap.synthetic import NUM_SITES, generate
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class Run:
     method: str
     seed: int
     data_root: Path | None = None
+    sites: int = NUM_SITES
+    """How many synthetic sites to generate (the paper's 10; ignored with data_root)."""
 
 
 def federation_folder(data_root: Path, scenario: str, seed: int) -> Path:
@@ -73,7 +75,7 @@ def load_sites(run: Run, config: ExperimentConfig) -> list[SiteData]:
     """Read the sites from data_root when one is given, otherwise generate them in memory."""
     device = resolve_device(config.simulation.device)
     if run.data_root is None:
-        splits = generate(run.scenario, run.seed, config.synthetic)
+        splits = generate(run.scenario, run.seed, config.synthetic, run.sites)
     else:
         folder = federation_folder(run.data_root, run.scenario, run.seed)
         if not folder.is_dir():

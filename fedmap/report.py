@@ -84,14 +84,17 @@ def summary_markdown(records: Sequence[SiteRecord], seconds_per_round: dict[str,
     """
     parts = []
     seeds = sorted({r.seed for r in records})
-    for scenario in dict.fromkeys(r.scenario for r in records):
+    scenarios = list(dict.fromkeys(r.scenario for r in records))
+    for scenario in scenarios:
         rows = [r for r in records if r.scenario == scenario]
         parts.append(f"## {scenario}\n")
         parts.append(f"Validation scores in percent, mean ± std over seeds {seeds}.\n")
         for metric in dict.fromkeys(m for r in rows for m in r.metrics):
             label = METRIC_LABELS.get(metric, metric)
             parts.append(f"### {label}\n\n{scenario_table(rows, scenario, metric)}\n")
-    parts.append("## time per round\n\n| method | seconds per round (10 sites) |\n|---|---|")
+    counts = sorted({len({r.site for r in records if r.scenario == sc}) for sc in scenarios})
+    sites = "-".join(str(c) for c in dict.fromkeys([counts[0], counts[-1]])) if counts else "0"
+    parts.append(f"## time per round\n\n| method | seconds per round ({sites} sites) |\n|---|---|")
     parts.extend(f"| {m} | {s:.3f} |" for m, s in seconds_per_round.items())
     return "\n".join(parts) + "\n"
 

@@ -1,0 +1,199 @@
+"""The batched engine: every site of a round trained in one computation (``--engine batched``).
+
+The loop engine (``fedmap.simulator.simulate``) calls ``Algorithm.local_update`` once per site, so
+a round of K small models costs K times Python's and PyTorch's dispatch overhead, which at the
+paper's scale dwarfs the arithmetic. Here the sites' models share one architecture, so their
+parameters are stacked (``fedmap.stacked``) and each minibatch step runs all K forward and
+backward passes as one vmapped call, with one Adam step per site. Each site still shuffles with
+its own generator, skips what ``train_local`` skips and sits out the steps after its own epoch
+ends, so it follows the trajectory the loop gives it: the two engines agree to float rounding
+(``tests/fedmap/test_batched.py`` states the tolerance). The server step is the algorithm's own
+``aggregate``, on the same ``SiteUpdate`` messages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fedmap.algorithms import Algorithm
+from fedmap.batched_methods import NotBatched as NotBatched
+from fedmap.batched_methods import batched_method
+from fedmap.data import SiteData
+from fedmap.initialisation import initialise
+from fedmap.metrics import TaskScores, score_task
+from fedmap.models import build_model
+from fedmap.simulator import RoundCallback, SimulationConfig, SimulationResult
+from fedmap.stacked import (
+    Adam,
+    Padded,
+    Stacked,
+    batches_per_epoch,
+    epoch_orders,
+    forward,
+    masked_bce,
+    pad,
+    stack,
+)
+from fedmap.training import LocalTraining
+
+StackedPenalty = Callable[[Mapping[str, Tensor]], Tensor]
+"""R(theta_k) for every site at once: stacked parameters in, a (K,) tensor out."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The sites' padded data and generators, and the batched operations a method needs."""
+
+    model: nn.Module
+    train: Padded
+    val: Padded
+    training: LocalTraining
+    generators: Sequence[torch.Generator]
+    names: tuple[str, ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(n) for n in self.train.sizes.tolist()]
+
+    def fit(
+        self,
+        start: Mapping[str, Tensor],
+        penalty: StackedPenalty | None = None,
+        epochs: int | None = None,
+    ) -> Stacked:
+        """``train_local`` at every site at once: Adam on mean NLL (+ R) over minibatches.
+
+        Site k's step s uses rows order_k[sB : (s+1)B] of its own shuffle; it is active while
+        s < its batches per epoch, and its loss enters the sum only then, so its gradient is its
+        own: d/d theta_k sum_j L_j(theta_j) = dL_k/d theta_k.
+        """
+        cfg = self.training
+        params = {k: v.detach().clone() for k, v in start.items()}
+        adam = Adam.start(params, cfg.lr)
+        f = forward(self.model)
+        device = self.train.x.device
+        sizes = self.sizes
+        per_epoch = torch.tensor(batches_per_epoch(sizes, cfg.batch_size), device=device)
+        site = torch.arange(len(sizes), device=device).unsqueeze(1)
+        for _ in range(cfg.epochs if epochs is None else epochs):
+            orders = epoch_orders(sizes, self.generators).to(device)
+            for s in range(int(per_epoch.max())):
+                lo = s * cfg.batch_size
+                idx = orders[:, lo : lo + cfg.batch_size]
+                offset = lo + torch.arange(idx.shape[1], device=device)
+                row_mask = offset.unsqueeze(0) < self.train.sizes.unsqueeze(1)
+                leaves = {k: v.requires_grad_(True) for k, v in params.items()}
+                loss = masked_bce(
+                    f(leaves, self.train.x[site, idx]), self.train.y[site, idx], row_mask
+                )
+                if penalty is not None:
+                    loss = loss + penalty(leaves)
+                active = s < per_epoch
+                total = torch.where(active, loss, torch.zeros_like(loss)).sum()
+                grads = torch.autograd.grad(total, list(leaves.values()))
+                detached = {k: v.detach() for k, v in leaves.items()}
+                params = adam.step(detached, dict(zip(leaves, grads, strict=True)), active)
+        return params
+
+    def nll(self, params: Mapping[str, Tensor]) -> Tensor:
+        """(K,): mean NLL of theta_k on site k's whole training split (``dataset_nll``)."""
+        with torch.no_grad():
+            logits = forward(self.model)(params, self.train.x)
+            return masked_bce(logits, self.train.y, self.train.mask)
+
+    def probabilities(self, params: Mapping[str, Tensor]) -> Tensor:
+        """(K, M): p(y = 1 | x) of theta_k on site k's validation rows (padding included)."""
+        with torch.no_grad():
+            return torch.sigmoid(forward(self.model)(params, self.val.x))
+
+    def accuracy(self, params: Mapping[str, Tensor]) -> list[float]:
+        """Validation accuracy per site: (1/M_k) sum_i [1(p_ki >= 1/2) == y_ki]."""
+        hit = (
+            (self.probabilities(params) >= 0.5).to(self.val.y.dtype) == self.val.y
+        ) & self.val.mask
+        return (hit.sum(dim=1).double() / self.val.sizes.double()).tolist()
+
+    def scores(self, params: Mapping[str, Tensor]) -> dict[str, TaskScores]:
+        """Every validation metric per site, by ``score_task`` on the site's own rows."""
+        prob = self.probabilities(params).cpu().numpy()
+        y = self.val.y.cpu().numpy()
+        return {
+            name: score_task("binary", y[k, :n], prob[k, :n])
+            for k, (name, n) in enumerate(zip(self.names, self.val.sizes.tolist(), strict=True))
+        }
+
+
+def engine_for(
+    model_name: str, sites: Sequence[SiteData], config: SimulationConfig, seed: int
+) -> Engine:
+    """The engine over sites, or ``NotBatched`` naming what it cannot stack."""
+    task = sites[0].task
+    if task != "binary":
+        raise NotBatched(
+            f"the batched engine runs binary tasks; this federation's task is {task} "
+            "(use --engine loop)"
+        )
+    model = build_model(model_name, sites[0].num_features).to(sites[0].x_train.device)
+    if any(True for _ in model.buffers()):
+        raise NotBatched(
+            f"the batched engine cannot stack model {model_name!r}: its buffers "
+            "(BatchNorm statistics) change in the forward pass (use --engine loop)"
+        )
+    generators = [torch.Generator().manual_seed(seed * 1009 + k) for k in range(len(sites))]
+    return Engine(
+        model,
+        pad(sites, "train"),
+        pad(sites, "val"),
+        config.training,
+        generators,
+        tuple(s.name for s in sites),
+    )
+
+
+def simulate_batched(
+    algorithm: Algorithm,
+    sites: Sequence[SiteData],
+    config: SimulationConfig,
+    seed: int,
+    on_round: RoundCallback | None = None,
+) -> SimulationResult:
+    """``fedmap.simulator.simulate`` with every site's local step batched (same arguments,
+    same result, to float rounding)."""
+    if not sites:
+        raise ValueError("a simulation needs at least one site")
+    if len({s.task for s in sites}) > 1:
+        raise ValueError("every site must serve one task")
+    method = batched_method(algorithm)
+    model_name = algorithm.model or config.model
+    engine = engine_for(model_name, sites, config, seed)
+    names = list(engine.names)
+    init = initialise(lambda: build_model(model_name, sites[0].num_features), names, seed)
+    device = sites[0].x_train.device
+    prior = {k: v.to(device) for k, v in init.prior.items()}
+    personal = stack([{k: v.to(device) for k, v in init.personal[n].items()} for n in names])
+    history: list[list[float]] = []
+    start = time.perf_counter()
+    for t in range(1, config.rounds + 1):
+        updates, personal = method.round(engine, prior, personal, t)
+        prior = algorithm.aggregate(updates, prior)
+        history.append(engine.accuracy(method.scoring(prior, personal)))
+        if on_round is not None:
+            on_round(t)
+    elapsed = time.perf_counter() - start
+    final = engine.scores(method.scoring(prior, method.finalise(engine, prior, personal)))
+    return SimulationResult(
+        algorithm.name,
+        seed,
+        init.seed_site,
+        tuple(names),
+        final,
+        history,
+        elapsed / config.rounds,
+        "binary",
+        prior,
+    )

@@ -1,0 +1,101 @@
+"""The stacked primitives the batched engine is made of, each against the one-site code it
+replaces: torch.optim.Adam, train_local's shuffles and batch counts, the mean BCE."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from fedmap.data import SiteData
+from fedmap.models import build_model
+from fedmap.stacked import (
+    Adam,
+    batches_per_epoch,
+    broadcast,
+    epoch_orders,
+    forward,
+    masked_bce,
+    pad,
+    stack,
+    unstack,
+)
+from fedmap.training import LocalTraining, train_local
+
+
+def test_adam_matches_torch_adam_per_site_and_leaves_idle_sites_alone() -> None:
+    torch.manual_seed(0)
+    start = {"w": torch.randn(3, 4, 2), "b": torch.randn(3, 2)}
+    grads = [{k: torch.randn_like(v) for k, v in start.items()} for _ in range(5)]
+    # site 2 sits out steps 3 and 4 (its epoch ended), as a smaller site does
+    active = [torch.tensor([True, True, True])] * 3 + [torch.tensor([True, True, False])] * 2
+    adam = Adam.start(start, lr=0.01)
+    params = {k: v.clone() for k, v in start.items()}
+    for g, on in zip(grads, active, strict=True):
+        params = adam.step(params, g, on)
+    for k in range(3):
+        live = {n: v[k].clone().requires_grad_(True) for n, v in start.items()}
+        optimiser = torch.optim.Adam(list(live.values()), lr=0.01)
+        for g, on in zip(grads, active, strict=True):
+            if not on[k]:
+                continue
+            for n, p in live.items():
+                p.grad = g[n][k].clone()
+            optimiser.step()
+        for n in live:
+            torch.testing.assert_close(params[n][k], live[n].detach(), rtol=0, atol=1e-6)
+    assert adam.steps.tolist() == [5.0, 5.0, 3.0]
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 129, 1400])
+def test_batches_per_epoch_counts_what_train_local_trains(n: int) -> None:
+    model = build_model("logreg", 2)
+    steps = 0
+
+    def counting(theta: dict[str, torch.Tensor]) -> torch.Tensor:
+        nonlocal steps
+        steps += 1
+        return torch.zeros(())
+
+    x, y = torch.randn(n, 2), (torch.rand(n) < 0.5).float()
+    train_local(model, x, y, LocalTraining(batch_size=64), torch.Generator(), counting)
+    assert batches_per_epoch([n], 64) == [steps]
+
+
+def test_epoch_orders_are_each_sites_own_randperm() -> None:
+    sizes = [5, 3, 7]
+    orders = epoch_orders(sizes, [torch.Generator().manual_seed(k) for k in range(3)])
+    assert orders.shape == (3, 7)
+    for k, n in enumerate(sizes):
+        expected = torch.randperm(n, generator=torch.Generator().manual_seed(k))
+        assert orders[k, :n].tolist() == expected.tolist()
+        assert orders[k, n:].tolist() == [0] * (7 - n)
+
+
+def test_masked_bce_is_each_sites_mean_over_its_real_rows() -> None:
+    logits, y = torch.randn(2, 4), (torch.rand(2, 4) < 0.5).float()
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    got = masked_bce(logits, y, mask)
+    torch.testing.assert_close(got[0], F.binary_cross_entropy_with_logits(logits[0], y[0]))
+    torch.testing.assert_close(got[1], F.binary_cross_entropy_with_logits(logits[1, :2], y[1, :2]))
+
+
+def test_pad_forward_and_unstack_give_each_sites_own_model_on_its_own_rows() -> None:
+    torch.manual_seed(1)
+    sites = [
+        SiteData(f"s{k}", torch.randn(n, 3), torch.zeros(n), torch.randn(2, 3), torch.zeros(2))
+        for k, n in enumerate((4, 6))
+    ]
+    padded = pad(sites, "train")
+    assert padded.x.shape == (2, 6, 3) and padded.mask.sum(dim=1).tolist() == [4, 6]
+    models = [build_model("mlp", 3) for _ in sites]
+    stacked = stack([m.state_dict() for m in models])
+    out = forward(build_model("mlp", 3))(stacked, padded.x)
+    for k, (model, site) in enumerate(zip(models, sites, strict=True)):
+        n = site.num_train
+        torch.testing.assert_close(out[k, :n], model(site.x_train), rtol=1e-5, atol=1e-6)
+        for name, value in unstack(stacked, k).items():
+            assert torch.equal(value, model.state_dict()[name])
+    copies = broadcast(models[0].state_dict(), 3)
+    copies["head.bias"][0] += 1.0  # a copy per site: changing one leaves the others
+    assert torch.equal(copies["head.bias"][1], models[0].state_dict()["head.bias"])

@@ -44,6 +44,8 @@ class ExperimentConfig:
     """bench/priors.py's section: the prior ablation and cost benchmark."""
     scale: dict[str, Any] = field(default_factory=dict)
     """bench/scale.py's section: federation sizes and rounds of the DAG's scale study."""
+    simulator: dict[str, Any] = field(default_factory=dict)
+    """bench/simulator.py's section: the loop and batched engines against sites, and Flower."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.methods, Mapping):

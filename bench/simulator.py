@@ -1,0 +1,219 @@
+"""The simulator at the paper's scale: seconds per round against sites for the loop and the
+batched engine, the FLOP-bound floor, and Flower's simulation engine, measured in one run.
+
+Every size is the synthetic label-skew scenario with N sites (``fedmap simulate --sites N``:
+sites 1..N/2 balanced, the rest 85% class 0), the MLP, one local epoch of minibatch Adam (batch 64,
+lr 1e-2), and each round includes the validation scores the simulator records. At each size the
+loop and the batched engine run next to each other, so they share the machine's load; Flower runs
+FedAvg on the same sites, seeds and local step in its own venv (``make flower``, never a dependency
+of the project) through ``bench/flower_fedavg.py``. The floor is the round's floating-point work
+over the machine's measured dense-matmul throughput. A check at 10 sites runs every method both
+ways over the full budget and compares the accuracies. Writes ``<out>/simulator.md``,
+``simulator.json``, ``simulator_metrics.json`` and ``simulator.png``; run by ``dvc repro simulator``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from bench.simulator_report import metrics_of, page, plot
+from fedmap.algorithms import build_algorithm
+from fedmap.data import SiteData, standardise
+from fedmap.models import build_model
+from fedmap.report import write_atomic
+from fedmap.simulator import SimulationConfig, SimulationResult, simulate
+from fedmap.synthetic import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOWER_PYTHON = ROOT / ".state" / "flower" / "bin" / "python"
+
+
+def log(text: str) -> None:
+    print(f"[simulator] {text}", file=sys.stderr, flush=True)
+
+
+def macs_per_row(model: nn.Module) -> int:
+    """Multiply-adds of one forward pass of one row: sum over Linear layers of in x out."""
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def round_flops(sites: list[SiteData], macs: int, epochs: int) -> float:
+    """FLOPs of one round: per site, epochs x N_train x 6m (forward 2m, backward 4m), the
+    training NLL for omega_k (N_train x 2m) and the validation scores (N_val x 2m)."""
+    return float(
+        sum(
+            epochs * s.num_train * 6 * macs + s.num_train * 2 * macs + len(s.y_val) * 2 * macs
+            for s in sites
+        )
+    )
+
+
+def peak_flops(size: int = 1024, repeats: int = 5) -> float:
+    """The machine's dense float32 matmul throughput (FLOP/s), best of repeats."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def sites_of(n: int, seed: int) -> list[SiteData]:
+    return [standardise(s) for s in generate("label-skew", seed, num_sites=n)]
+
+
+def run(
+    method: str, sites: list[SiteData], rounds: int, engine: str, seed: int
+) -> SimulationResult:
+    config = SimulationConfig(rounds=rounds, engine=engine)  # type: ignore[arg-type]
+    return simulate(build_algorithm(method), sites, config, seed)
+
+
+def flower(n: int, rounds: int, seed: int) -> dict[str, Any] | None:
+    """Flower's simulation engine on the same workload, or None without its venv."""
+    if not FLOWER_PYTHON.exists():
+        log(f"no Flower venv at {FLOWER_PYTHON} (make flower): Flower skipped")
+        return None
+    cmd = [
+        str(FLOWER_PYTHON),
+        str(ROOT / "bench" / "flower_fedavg.py"),
+        "--sites",
+        str(n),
+        "--rounds",
+        str(rounds),
+        "--seed",
+        str(seed),
+    ]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"Flower at {n} sites failed:\n{done.stderr[-3000:]}")
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
+def scale(params: dict[str, Any], peak: float) -> list[dict[str, Any]]:
+    """Loop and batched, side by side at every size and method."""
+    rows = []
+    seed = int(params["seed"])
+    for n in params["sites"]:
+        sites = sites_of(n, seed)
+        flops = round_flops(sites, macs_per_row(build_model("mlp", sites[0].num_features)), 1)
+        rounds = params["rounds"]
+        for method in params["methods"]:
+            times = {}
+            for engine in ("loop", "batched"):
+                times[engine] = run(method, sites, rounds[engine], engine, seed).seconds_per_round
+            rows.append(
+                {
+                    "sites": n,
+                    "method": method,
+                    "loop": times["loop"],
+                    "batched": times["batched"],
+                    "flops_per_round": flops,
+                    "floor": flops / peak,
+                }
+            )
+            log(
+                f"{n} sites, {method}: loop {times['loop']:.3f} s/round, batched "
+                f"{times['batched']:.3f} s/round ({times['loop'] / times['batched']:.1f}x), "
+                f"floor {flops / peak:.4f} s"
+            )
+    return rows
+
+
+def agreement(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every batched method over the full budget at 10 sites, both engines: mean accuracy."""
+    out = []
+    for seed in params["seeds"]:
+        sites = sites_of(10, seed)
+        for method in params["methods"]:
+            acc = {}
+            for engine in ("loop", "batched"):
+                res = run(method, sites, params["rounds"], engine, seed)
+                acc[engine] = [res.final[s]["accuracy"] for s in res.sites]
+            diffs = [a - b for a, b in zip(acc["loop"], acc["batched"], strict=True)]
+            out.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "loop": statistics.fmean(acc["loop"]),
+                    "batched": statistics.fmean(acc["batched"]),
+                    "max_site_diff": max(abs(d) for d in diffs),
+                }
+            )
+            log(
+                f"agreement {method} seed {seed}: loop {out[-1]['loop']:.4f}, batched "
+                f"{out[-1]['batched']:.4f}, largest site difference {out[-1]['max_site_diff']:.4f}"
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    args = parser.parse_args(argv)
+    params = yaml.safe_load(args.params.read_text())["simulator"]
+    started = time.perf_counter()
+    peak = peak_flops()
+    log(f"{torch.get_num_threads()} threads, dense matmul {peak / 1e9:.1f} GFLOP/s")
+    rows = scale(params, peak)
+    flower_rows = []
+    for n, rounds in params["flower"].items():
+        got = flower(int(n), int(rounds), int(params["seed"]))
+        if got is not None:
+            flower_rows.append(got)
+            log(
+                f"Flower at {n} sites: {got['seconds_per_round']:.3f} s/round "
+                f"(start-up {got.get('startup_s', float('nan')):.1f} s)"
+            )
+    checks = agreement(params["agreement"])
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "peak_gflops": peak / 1e9,
+        },
+        "params": params,
+        "scale": rows,
+        "flower": flower_rows,
+        "agreement": checks,
+        "wall_s": time.perf_counter() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out / "simulator.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(
+        args.out / "simulator_metrics.json", json.dumps(metrics_of(result), indent=1) + "\n"
+    )
+    write_atomic(args.out / "simulator.md", page(result))
+    plot(result, args.out / "simulator.png")
+    log(f"wrote {args.out / 'simulator.md'} in {result['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

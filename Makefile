@@ -11,7 +11,7 @@ export PIP_CACHE_DIR := $(CURDIR)/$(STATE)/pip-cache
 export XDG_CACHE_HOME := $(CURDIR)/$(STATE)/cache
 export XDG_CONFIG_HOME := $(CURDIR)/$(STATE)/config
 
-.PHONY: install test lint demo simulate bench up down federation-up federation-down clean
+.PHONY: install flower test lint demo simulate bench up down federation-up federation-down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,12 +24,31 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The optional Flower extra lives in its own venv: flwr pins packaging, typer, rich, starlette and
+# protobuf versions that Airflow and MLflow disagree with. torch first, as above; then the extra
+# as pyproject.toml pins it; then fedmap itself without its heavy deps (the library needs only
+# these few). tests/fedmap/test_flower.py and bench/flower_fedavg.py run here.
+FLOWER      := $(STATE)/flower
+FLOWER_PY   := $(FLOWER)/bin/python
+FLOWER_LIBS := numpy pyyaml tqdm safetensors
+$(FLOWER)/.installed: pyproject.toml
+	test -x $(FLOWER_PY) || $(PYTHON) -m venv $(FLOWER)
+	$(FLOWER_PY) -m pip install -q --upgrade pip
+	$(FLOWER_PY) -m pip install -q "torch==2.13.0"
+	echo "torch==2.13.0" > $(FLOWER)/constraints.txt
+	$(FLOWER_PY) -m pip install -q -c $(FLOWER)/constraints.txt $(FLOWER_LIBS) \
+		$$($(FLOWER_PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["flower"]))')
+	$(FLOWER_PY) -m pip install -q -c $(FLOWER)/constraints.txt --no-deps -e .
+	touch $@
+
+flower: $(FLOWER)/.installed
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install lint
+test: install flower lint
 	mkdir -p $(STATE)
 	$(VENV)/bin/pytest -q
 

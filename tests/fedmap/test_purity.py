@@ -13,12 +13,17 @@ import fedmap
 FORBIDDEN = ("airflow", "mlflow", "great_expectations", "dvc", "boto3")
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "fedmap"
+OPTIONAL = {"fedmap.flower": "flwr"}
+"""Modules of an optional extra (pip install .[flower]), imported only where it is installed."""
 
 _CHILD = f"""
-import importlib, json, pkgutil, sys
+import importlib, importlib.util, json, pkgutil, sys
 import fedmap
 names = sorted(m.name for m in pkgutil.walk_packages(fedmap.__path__, "fedmap."))
+optional = {OPTIONAL!r}
 for name in names:
+    if name in optional and importlib.util.find_spec(optional[name]) is None:
+        continue
     importlib.import_module(name)
 forbidden = {FORBIDDEN!r}
 bad = sorted(m for m in sys.modules if m.split(".")[0] in forbidden)

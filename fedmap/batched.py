@@ -30,11 +30,13 @@ from fedmap.models import build_model
 from fedmap.simulator import RoundCallback, SimulationConfig, SimulationResult
 from fedmap.stacked import (
     Adam,
+    Layout,
     Padded,
     Stacked,
     batches_per_epoch,
     epoch_orders,
     forward,
+    gather_rows,
     masked_bce,
     pad,
     stack,
@@ -73,13 +75,13 @@ class Engine:
         own: d/d theta_k sum_j L_j(theta_j) = dL_k/d theta_k.
         """
         cfg = self.training
-        params = {k: v.detach().clone() for k, v in start.items()}
-        adam = Adam.start(params, cfg.lr)
+        layout = Layout.of(start)
+        flat = layout.flatten(start).detach()
+        adam = Adam.start(flat, cfg.lr)
         f = forward(self.model)
         device = self.train.x.device
         sizes = self.sizes
         per_epoch = torch.tensor(batches_per_epoch(sizes, cfg.batch_size), device=device)
-        site = torch.arange(len(sizes), device=device).unsqueeze(1)
         for _ in range(cfg.epochs if epochs is None else epochs):
             orders = epoch_orders(sizes, self.generators).to(device)
             for s in range(int(per_epoch.max())):
@@ -87,18 +89,17 @@ class Engine:
                 idx = orders[:, lo : lo + cfg.batch_size]
                 offset = lo + torch.arange(idx.shape[1], device=device)
                 row_mask = offset.unsqueeze(0) < self.train.sizes.unsqueeze(1)
-                leaves = {k: v.requires_grad_(True) for k, v in params.items()}
-                loss = masked_bce(
-                    f(leaves, self.train.x[site, idx]), self.train.y[site, idx], row_mask
-                )
+                leaf = flat.requires_grad_(True)
+                params = layout.views(leaf)
+                x, y = gather_rows(self.train.x, idx), gather_rows(self.train.y, idx)
+                loss = masked_bce(f(params, x), y, row_mask)
                 if penalty is not None:
-                    loss = loss + penalty(leaves)
+                    loss = loss + penalty(params)
                 active = s < per_epoch
                 total = torch.where(active, loss, torch.zeros_like(loss)).sum()
-                grads = torch.autograd.grad(total, list(leaves.values()))
-                detached = {k: v.detach() for k, v in leaves.items()}
-                params = adam.step(detached, dict(zip(leaves, grads, strict=True)), active)
-        return params
+                (grad,) = torch.autograd.grad(total, [leaf])
+                flat = adam.step(leaf.detach(), grad, active)
+        return {k: v.contiguous() for k, v in layout.views(flat).items()}
 
     def nll(self, params: Mapping[str, Tensor]) -> Tensor:
         """(K,): mean NLL of theta_k on site k's whole training split (``dataset_nll``)."""

@@ -19,6 +19,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from fedmap.data import SiteData
+from fedmap.models import MLP, LogisticRegression
 from fedmap.params import Params
 
 Stacked = dict[str, Tensor]
@@ -69,12 +70,42 @@ def pad(sites: Sequence[SiteData], split: str) -> Padded:
     return Padded(x, y, sizes)
 
 
+def linear_chain(model: nn.Module) -> list[str] | None:
+    """The Linear layers, in forward order, of a model that is Linear-ReLU-...-Linear with one
+    output (the MLP and logistic regression); None for any other model."""
+    if isinstance(model, LogisticRegression):
+        return ["head"]
+    if isinstance(model, MLP):
+        return ["body.0", "body.2", "head"]
+    return None
+
+
+def chain(layers: Sequence[str]) -> Callable[[Mapping[str, Tensor], Tensor], Tensor]:
+    """h_{l+1} = relu(b_l + h_l W_l^T) site by site, each layer one fused batched matmul
+    (``baddbmm``), the last without the ReLU: (K, B, d) -> (K, B)."""
+
+    def f(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        h = x
+        for i, name in enumerate(layers):
+            weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if i < len(layers) - 1:
+                h = torch.relu(h)
+        return h.squeeze(-1)
+
+    return f
+
+
 def forward(model: nn.Module) -> Callable[[Mapping[str, Tensor], Tensor], Tensor]:
     """f(stacked, x) = (phi(x_k; theta_k))_k: the model applied site by site in one call.
 
     x has shape (K, B, d) and the result (K, B). The model only supplies the architecture; its
-    own parameters are never used.
+    own parameters are never used. A Linear-ReLU chain runs as fused batched matmuls; any other
+    model as its own forward vmapped over the sites.
     """
+    layers = linear_chain(model)
+    if layers is not None:
+        return chain(layers)
 
     def one(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
         out: Tensor = functional_call(model, dict(params), (x,))
@@ -82,6 +113,17 @@ def forward(model: nn.Module) -> Callable[[Mapping[str, Tensor], Tensor], Tensor
 
     batched: Callable[[Mapping[str, Tensor], Tensor], Tensor] = vmap(one)
     return batched
+
+
+def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
+    """x[k, idx[k, j]] for every site k and slot j: (K, N, ...) and (K, B) -> (K, B, ...)."""
+    sites, width = x.shape[0], x.shape[1]
+    flat = (idx + width * torch.arange(sites, device=idx.device).unsqueeze(1)).reshape(-1)
+    return (
+        x.reshape(sites * width, *x.shape[2:])
+        .index_select(0, flat)
+        .reshape(*idx.shape, *x.shape[2:])
+    )
 
 
 def masked_bce(logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
@@ -114,49 +156,77 @@ def epoch_orders(sizes: Sequence[int], generators: Sequence[torch.Generator]) ->
     return out
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where each stacked entry lives in one flat (K, P) tensor: its name, shape and columns.
+
+    Training keeps all of a site's parameters in one row, so autograd and Adam see one tensor
+    instead of one per entry (a handful of kernel launches a step instead of dozens).
+    """
+
+    entries: tuple[tuple[str, tuple[int, ...], int, int], ...]
+
+    @staticmethod
+    def of(stacked: Mapping[str, Tensor]) -> Layout:
+        entries, offset = [], 0
+        for name, value in stacked.items():
+            numel = math.prod(value.shape[1:])
+            entries.append((name, tuple(value.shape[1:]), offset, numel))
+            offset += numel
+        return Layout(tuple(entries))
+
+    def flatten(self, stacked: Mapping[str, Tensor]) -> Tensor:
+        """(K, P): row k holds every entry of site k, in order (a copy)."""
+        return torch.cat(
+            [stacked[name].reshape(stacked[name].shape[0], -1) for name, *_ in self.entries], dim=1
+        )
+
+    def views(self, flat: Tensor) -> Stacked:
+        """The entries as views of flat (gradients flow back into it)."""
+        sites = flat.shape[0]
+        return {
+            name: flat[:, offset : offset + numel].view(sites, *shape)
+            for name, shape, offset, numel in self.entries
+        }
+
+
 @dataclass
 class Adam:
-    """Adam's moments and step count per site (torch.optim.Adam's defaults), for stacked tensors.
-
-    A fresh state each round, as a site starts each round with a new optimiser.
+    """Adam's moments and step count per site (torch.optim.Adam's defaults), for one flat (K, P)
+    parameter tensor. A fresh state each round, as a site starts each round with a new optimiser.
     """
 
     lr: float
-    m: Stacked
-    v: Stacked
+    m: Tensor
+    v: Tensor
     steps: Tensor
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
 
     @staticmethod
-    def start(params: Mapping[str, Tensor], lr: float) -> Adam:
-        sites = next(iter(params.values())).shape[0]
-        device = next(iter(params.values())).device
-        zeros = {k: torch.zeros_like(v) for k, v in params.items()}
-        return Adam(
-            lr, zeros, {k: z.clone() for k, z in zeros.items()}, torch.zeros(sites, device=device)
-        )
+    def start(flat: Tensor, lr: float) -> Adam:
+        steps = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+        return Adam(lr, torch.zeros_like(flat), torch.zeros_like(flat), steps)
 
-    def step(self, params: Stacked, grads: Mapping[str, Tensor], active: Tensor) -> Stacked:
+    def step(self, p: Tensor, g: Tensor, active: Tensor) -> Tensor:
         """One Adam step for the active sites; the others keep their parameters and moments.
 
         m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2; t <- t + 1;
-        theta <- theta - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+        theta <- theta - (lr / (1 - b1^t)) (m / (sqrt(v) / sqrt(1 - b2^t) + eps)).
         """
         self.steps = self.steps + active.to(self.steps.dtype)
         t = self.steps.clamp_min(1)
-        step_size = self.lr / (1 - self.beta1**t)
-        bias2_sqrt = torch.sqrt(1 - self.beta2**t)
-        out: Stacked = {}
-        for name, p in params.items():
-            g = grads[name]
-            shape = (p.shape[0],) + (1,) * (p.ndim - 1)
-            on = active.reshape(shape)
-            m = torch.where(on, torch.lerp(self.m[name], g, 1 - self.beta1), self.m[name])
-            v = torch.where(on, self.v[name] * self.beta2 + (1 - self.beta2) * g * g, self.v[name])
-            denom = torch.sqrt(v) / bias2_sqrt.reshape(shape) + self.eps
-            moved = p - step_size.reshape(shape).to(p.dtype) * m / denom
-            self.m[name], self.v[name] = m, v
-            out[name] = torch.where(on, moved, p)
-        return out
+        step_size = (self.lr / (1 - self.beta1**t)).to(p.dtype).unsqueeze(1)
+        bias2_sqrt = torch.sqrt(1 - self.beta2**t).to(p.dtype).unsqueeze(1)
+        if bool(active.all()):
+            self.m.lerp_(g, 1 - self.beta1)
+            self.v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+            return p - step_size * (self.m / (self.v.sqrt() / bias2_sqrt + self.eps))
+        on = active.unsqueeze(1)
+        self.m = torch.where(on, torch.lerp(self.m, g, 1 - self.beta1), self.m)
+        self.v = torch.where(
+            on, torch.addcmul(self.v * self.beta2, g, g, value=1 - self.beta2), self.v
+        )
+        moved = p - step_size * (self.m / (self.v.sqrt() / bias2_sqrt + self.eps))
+        return torch.where(on, moved, p)

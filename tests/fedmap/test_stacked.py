@@ -11,6 +11,7 @@ from fedmap.data import SiteData
 from fedmap.models import build_model
 from fedmap.stacked import (
     Adam,
+    Layout,
     batches_per_epoch,
     broadcast,
     epoch_orders,
@@ -26,13 +27,15 @@ from fedmap.training import LocalTraining, train_local
 def test_adam_matches_torch_adam_per_site_and_leaves_idle_sites_alone() -> None:
     torch.manual_seed(0)
     start = {"w": torch.randn(3, 4, 2), "b": torch.randn(3, 2)}
-    grads = [{k: torch.randn_like(v) for k, v in start.items()} for _ in range(5)]
+    layout = Layout.of(start)
+    grads = [layout.flatten({k: torch.randn_like(v) for k, v in start.items()}) for _ in range(5)]
     # site 2 sits out steps 3 and 4 (its epoch ended), as a smaller site does
     active = [torch.tensor([True, True, True])] * 3 + [torch.tensor([True, True, False])] * 2
-    adam = Adam.start(start, lr=0.01)
-    params = {k: v.clone() for k, v in start.items()}
+    flat = layout.flatten(start)
+    adam = Adam.start(flat, lr=0.01)
     for g, on in zip(grads, active, strict=True):
-        params = adam.step(params, g, on)
+        flat = adam.step(flat, g, on)
+    got = layout.views(flat)
     for k in range(3):
         live = {n: v[k].clone().requires_grad_(True) for n, v in start.items()}
         optimiser = torch.optim.Adam(list(live.values()), lr=0.01)
@@ -40,11 +43,23 @@ def test_adam_matches_torch_adam_per_site_and_leaves_idle_sites_alone() -> None:
             if not on[k]:
                 continue
             for n, p in live.items():
-                p.grad = g[n][k].clone()
+                p.grad = layout.views(g)[n][k].clone()
             optimiser.step()
         for n in live:
-            torch.testing.assert_close(params[n][k], live[n].detach(), rtol=0, atol=1e-6)
+            torch.testing.assert_close(got[n][k], live[n].detach(), rtol=0, atol=1e-6)
     assert adam.steps.tolist() == [5.0, 5.0, 3.0]
+
+
+def test_layout_round_trips_and_its_views_carry_gradients() -> None:
+    stacked = {"a": torch.randn(2, 3, 4), "b": torch.randn(2, 5)}
+    layout = Layout.of(stacked)
+    flat = layout.flatten(stacked)
+    assert flat.shape == (2, 17)
+    for name, value in layout.views(flat).items():
+        assert torch.equal(value, stacked[name])
+    leaf = flat.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(layout.views(leaf)["b"].sum(), [leaf])
+    assert grad[:, :12].abs().sum() == 0 and torch.equal(grad[:, 12:], torch.ones(2, 5))
 
 
 @pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 129, 1400])

@@ -89,7 +89,8 @@ def page(result: dict[str, Any]) -> str:
         "MLP, one local epoch of Adam per round (batch 64, lr 1e-2), and the validation "
         f"accuracy of every site each round. Loop rounds: {p['rounds']['loop']}; batched "
         f"rounds: {p['rounds']['batched']}; at every size the two engines ran one after the "
-        "other on the same sites and seed.",
+        "other on the same sites and seed, after one unmeasured warm-up round of each engine and "
+        "method. No GPU was lent to this run: every figure is on the CPU.",
         "",
         "## Targets",
         "",

@@ -60,6 +60,7 @@ def main() -> None:
         args.seed,
         num_sites=args.sites,
         n_features=SyntheticConfig().n_features,
+        evaluate=True,  # every site scored every round, as the loop and batched engines do
         backend=flower.ray_backend(cpus_per_site=1.0, temp_dir=STATE / "ray"),
     )
     wall = time.perf_counter() - start

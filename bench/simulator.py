@@ -45,18 +45,25 @@ def log(text: str) -> None:
     print(f"[simulator] {text}", file=sys.stderr, flush=True)
 
 
+def layer_macs(model: nn.Module) -> list[int]:
+    """Multiply-adds of one forward pass of one row, per Linear layer in forward order."""
+    return [m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+
+
 def macs_per_row(model: nn.Module) -> int:
-    """Multiply-adds of one forward pass of one row: sum over Linear layers of in x out."""
-    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    """m: multiply-adds of one forward pass of one row, summed over the Linear layers."""
+    return sum(layer_macs(model))
 
 
-def round_flops(sites: list[SiteData], macs: int, epochs: int) -> float:
-    """FLOPs of one round: per site, epochs x N_train x 6m (forward 2m, backward 4m), the
+def round_flops(sites: list[SiteData], layers: list[int], epochs: int) -> float:
+    """FLOPs of one round. Per site: epochs x N_train x (2m forward, 2m for the weight gradients,
+    2(m - m_1) for the input gradients of every layer but the first, which autograd skips), the
     training NLL for omega_k (N_train x 2m) and the validation scores (N_val x 2m)."""
+    m = sum(layers)
+    train = 2 * m + 2 * m + 2 * (m - layers[0])
     return float(
         sum(
-            epochs * s.num_train * 6 * macs + s.num_train * 2 * macs + len(s.y_val) * 2 * macs
-            for s in sites
+            epochs * s.num_train * train + s.num_train * 2 * m + len(s.y_val) * 2 * m for s in sites
         )
     )
 
@@ -123,7 +130,8 @@ def scale(params: dict[str, Any], peak: float) -> list[dict[str, Any]]:
             run(method, warm, 1, engine, seed)
     for n in params["sites"]:
         sites = sites_of(n, seed)
-        flops = round_flops(sites, macs_per_row(build_model("mlp", sites[0].num_features)), 1)
+        layers = layer_macs(build_model("mlp", sites[0].num_features))
+        flops = round_flops(sites, layers, SimulationConfig().training.epochs)
         rounds = params["rounds"]
         for method in params["methods"]:
             times = {}

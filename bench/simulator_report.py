@@ -112,14 +112,17 @@ def page(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "- **floor**: the round's floating-point work (per site: 6m FLOPs per training row for "
-        "forward and backward, 2m per row for the training NLL that ω_k needs and for the "
-        "validation scores, m = multiply-adds of one forward pass) over the dense-matmul "
+        "- **floor**: the round's floating-point work (per site and training row: 2m FLOPs "
+        "forward, 2m for the weight gradients and 2(m - m_1) for the input gradients of all "
+        "layers but the first; 2m per row for the training NLL that ω_k needs and for the "
+        "validation scores; m = multiply-adds of one forward pass) over the dense-matmul "
         "throughput above. The batched engine's matrices are small (64 rows x 30-32 columns per "
         "site), far from the shape that reaches the peak, so the floor is a bound, not a goal.",
         "- **Flower**: Flower's simulation engine (Ray) running FedAvg with our local step as its "
         "ClientApp, on the same sites and seed (`bench/flower_fedavg.py`, `docs/flower.md`); "
-        "its seconds per round exclude Ray's start-up and shutdown, given here per run:",
+        "each round also scores every site on its validation split, as both engines do. Its "
+        "seconds per round are the mean of rounds 2 onwards, so they exclude Ray's start-up and "
+        "shutdown, given here per run:",
     ]
     for row in result["flower"]:
         lines.append(

@@ -129,6 +129,17 @@ class Engine:
         }
 
 
+def check(algorithm: Algorithm, model_name: str) -> None:
+    """``NotBatched`` now, before any run, when the batched engine cannot run this method with
+    this model (the task is checked when the sites are loaded)."""
+    batched_method(algorithm)
+    if any(True for _ in build_model(algorithm.model or model_name, 2).buffers()):
+        raise NotBatched(
+            f"the batched engine cannot stack model {algorithm.model or model_name!r}: its "
+            "buffers (BatchNorm statistics) change in the forward pass (use --engine loop)"
+        )
+
+
 def engine_for(
     model_name: str, sites: Sequence[SiteData], config: SimulationConfig, seed: int
 ) -> Engine:
@@ -167,8 +178,9 @@ def simulate_batched(
     same result, to float rounding)."""
     if not sites:
         raise ValueError("a simulation needs at least one site")
-    if len({s.task for s in sites}) > 1:
-        raise ValueError("every site must serve one task")
+    tasks = sorted({s.task for s in sites})
+    if len(tasks) > 1:
+        raise ValueError(f"every site must serve one task, got {', '.join(tasks)}")
     method = batched_method(algorithm)
     model_name = algorithm.model or config.model
     engine = engine_for(model_name, sites, config, seed)

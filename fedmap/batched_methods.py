@@ -8,7 +8,7 @@ functional call does not carry (``NotBatched`` says so).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,12 +56,14 @@ class BatchedMethod(Protocol):
     def finalise(self, engine: Engine, prior: Params, personal: Stacked) -> Stacked: ...
 
 
-def per_site(penalty: object, prior: Params) -> StackedPenalty:
-    """R(theta_k) for every k: a one-site penalty(theta, prior) vmapped over the stacked theta."""
+def per_site(
+    penalty: Callable[[Mapping[str, Tensor], Params], Tensor], prior: Params
+) -> StackedPenalty:
+    """(R(theta_k))_k: a one-site penalty R(theta) = -log rho(theta | prior) + const, vmapped over
+    the stacked theta."""
 
     def one(theta: Mapping[str, Tensor]) -> Tensor:
-        value: Tensor = penalty(theta, prior)  # type: ignore[operator]
-        return value
+        return penalty(theta, prior)
 
     batched: StackedPenalty = vmap(one)
     return batched
@@ -83,8 +85,9 @@ def messages(
     """One ``SiteUpdate`` per site: its row of sent (nothing for None), N_k, log omega_k and its
     mean training NLL (and any extra metrics)."""
     out = []
+    nlls = nll.tolist()  # one transfer, not one per site
     for k, (name, n) in enumerate(zip(engine.names, engine.sizes, strict=True)):
-        metrics = {"train_nll": float(nll[k])}
+        metrics = {"train_nll": float(nlls[k])}
         metrics.update({key: values[k] for key, values in (extra or {}).items()})
         params = {} if sent is None else unstack(sent, k)
         omega = 0.0 if log_omegas is None else log_omegas[k]
@@ -111,10 +114,14 @@ class BatchedFedMAP:
             r = penalty(theta).tolist()
         extra = {"prior_penalty": list(r)}
         if m.prior != "gaussian":
-            norms = [rho.log_normaliser(unstack(theta, k), prior) for k in range(len(r))]
-            extra["prior_log_normaliser"] = norms
-            r = [a + b for a, b in zip(r, norms, strict=True)]
-        omegas = [log_omega(float(nll[k]), r[k], n) for k, n in enumerate(engine.sizes)]
+            # log of rho's normalising constant: a property of the density, the same at every
+            # site (it depends on theta only through its shapes), so computed once a round
+            log_norm = rho.log_normaliser(unstack(theta, 0), prior)
+            extra["prior_log_normaliser"] = [log_norm] * len(r)
+            r = [value + log_norm for value in r]
+        nlls = nll.tolist()
+        # eq. 8: log omega_k = -mean NLL(theta_k) - R(theta_k) / N_k
+        omegas = [log_omega(nlls[k], r[k], n) for k, n in enumerate(engine.sizes)]
         return messages(engine, round_, theta, nll, omegas, extra), theta
 
     def scoring(self, prior: Params, personal: Stacked) -> Stacked:

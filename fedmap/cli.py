@@ -28,7 +28,7 @@ from fedmap.report import (
     write_atomic,
     write_results,
 )
-from fedmap.schema import PRIORS, read_federation
+from fedmap.schema import PRIORS, Federation, read_federation
 from fedmap.simulator import ENGINES
 from fedmap.synthetic import NUM_SITES, SCENARIOS, generate
 
@@ -58,6 +58,8 @@ def simulate_federation(args: argparse.Namespace) -> int:
         spec = replace(spec, algorithm=replace(spec.algorithm, rounds=args.rounds))
     model = args.model or spec.task.model
     runs = [ComparisonRun(v, model, s) for v in default_variants(methods) for s in seeds]
+    if args.engine == "batched":
+        _check_federation_batched(spec, runs)
     print(
         f"simulating {spec.name} ({len(spec.tier(1))} tier-1 sites, {spec.task.recipe.type}): "
         f"{len(methods)} method(s) x {len(seeds)} seed(s), {spec.algorithm.rounds} rounds each",
@@ -92,6 +94,24 @@ def simulate_federation(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _check_federation_batched(spec: Federation, runs: Sequence[ComparisonRun]) -> None:
+    """Every run's method and model on the batched engine, before any run starts."""
+    from fedmap.algorithms import build_algorithm
+    from fedmap.batched import NotBatched, check
+    from fedmap.comparison import options_for
+
+    if spec.privacy.active and any(r.variant.method == "fedmap" for r in runs):
+        raise ConfigError(
+            "the batched engine cannot run fedmap under a privacy section: each site clips, "
+            "noises and encrypts its own release (use --engine loop)"
+        )
+    for run in runs:
+        try:
+            check(build_algorithm(run.variant.method, options_for(spec, run.variant)), run.model)
+        except NotBatched as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _metrics(row: dict[str, Any]) -> dict[str, float]:
@@ -152,6 +172,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
         )
     config = _config(args)
+    if config.simulation.engine == "batched":
+        args.methods = _batched_only(args.methods, args.methods_given, config)
     sites = args.sites or NUM_SITES
     runs = [
         Run(args.scenario, m, s, args.data_root, sites) for m in args.methods for s in args.seeds
@@ -183,6 +205,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _batched_only(methods: list[str], given: bool, config: ExperimentConfig) -> list[str]:
+    """The methods the batched engine can run. A method it cannot run is an error when named on
+    the command line, and left out with a notice when it came from the default list."""
+    from fedmap.algorithms import build_algorithm
+    from fedmap.batched import NotBatched, check
+
+    kept, refused = [], []
+    for method in methods:
+        try:
+            check(build_algorithm(method, config.methods.get(method)), config.simulation.model)
+            kept.append(method)
+        except NotBatched as exc:
+            refused.append(str(exc))
+    if refused and given:
+        raise ConfigError("; ".join(refused))
+    if refused:
+        print(f"fedmap: notice: {'; '.join(refused)}; running the others", file=sys.stderr)
+    if not kept:
+        raise ConfigError("the batched engine can run none of these methods (use --engine loop)")
+    return kept
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

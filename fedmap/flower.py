@@ -160,8 +160,9 @@ class FedMAPStrategy(Strategy):  # type: ignore[misc]  # flwr is absent where my
     """A Flower Strategy whose server step is ``algorithm.aggregate`` (pass ``FedMAP()``).
 
     Every connected node trains every round (FedMAP's tier 1). ``prior`` is the last broadcast
-    prior, ``round_seconds`` the wall time of each round from sending to aggregating, and, with
-    ``evaluate``, ``scores[t]`` the sites' validation scores after round t.
+    prior, ``round_seconds`` the wall time of each round from sending to aggregating (with
+    ``evaluate``: to the sites' validation scores aggregated), and, with ``evaluate``,
+    ``scores[t]`` the sites' validation scores after round t.
     """
 
     def __init__(self, algorithm: Algorithm, num_sites: int, evaluate: bool = False) -> None:
@@ -220,6 +221,8 @@ class FedMAPStrategy(Strategy):  # type: ignore[misc]  # flwr is absent where my
             return None
         scores = _weighted_mean(records, [r[EXAMPLES] for r in records])
         self.scores[server_round] = dict(scores)
+        if len(self.round_seconds) == server_round:  # the round ends when its scores are in
+            self.round_seconds[-1] = time.perf_counter() - self._started
         return scores
 
 

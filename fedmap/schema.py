@@ -365,11 +365,12 @@ def algorithm_spec(data: Any) -> AlgorithmSpec:
         raise ConfigError(f"algorithm.rounds must be a positive integer, got {spec.rounds!r}")
     # fedmap.training.LocalTraining's rule, checked here without importing torch
     lr_ok = isinstance(spec.lr, int | float) and not isinstance(spec.lr, bool) and spec.lr > 0
-    counts_ok = all(_is_int(n) and n >= 1 for n in (spec.epochs, spec.batch_size))
+    counts_ok = _is_int(spec.epochs) and spec.epochs >= 1
+    counts_ok = counts_ok and _is_int(spec.batch_size) and spec.batch_size >= 2
     if not (lr_ok and counts_ok):
         raise ConfigError(
             f"algorithm: invalid local training settings: epochs={spec.epochs!r}, "
-            f"batch_size={spec.batch_size!r}, lr={spec.lr!r} (epochs, batch_size >= 1; lr > 0)"
+            f"batch_size={spec.batch_size!r}, lr={spec.lr!r} (epochs >= 1; batch_size >= 2, since a one-row batch is skipped; lr > 0)"
         )
     return spec
 

@@ -73,11 +73,9 @@ def pad(sites: Sequence[SiteData], split: str) -> Padded:
 def linear_chain(model: nn.Module) -> list[str] | None:
     """The Linear layers, in forward order, of a model that is Linear-ReLU-...-Linear with one
     output (the MLP and logistic regression); None for any other model."""
-    if isinstance(model, LogisticRegression):
-        return ["head"]
-    if isinstance(model, MLP):
-        return ["body.0", "body.2", "head"]
-    return None
+    if not isinstance(model, MLP | LogisticRegression):
+        return None
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
 def chain(layers: Sequence[str]) -> Callable[[Mapping[str, Tensor], Tensor], Tensor]:

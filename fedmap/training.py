@@ -24,8 +24,11 @@ class LocalTraining:
     lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"invalid local training settings: {self}")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ValueError(
+                f"invalid local training settings: {self} (epochs >= 1, batch_size >= 2 since a "
+                "one-row batch is skipped, lr > 0)"
+            )
 
 
 def train_local(

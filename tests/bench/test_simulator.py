@@ -14,16 +14,20 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.simulator import macs_per_row, main, round_flops, sites_of  # noqa: E402
+from bench.simulator import layer_macs, macs_per_row, main, round_flops, sites_of  # noqa: E402
 from bench.simulator_report import metrics_of, page  # noqa: E402
 from fedmap.models import build_model  # noqa: E402
 
 
 def test_flops_count_the_mlps_multiply_adds_per_row() -> None:
-    assert macs_per_row(build_model("mlp", 30)) == 30 * 32 + 32 * 16 + 16
+    model = build_model("mlp", 30)
+    assert layer_macs(model) == [30 * 32, 32 * 16, 16]
+    m = macs_per_row(model)
+    assert m == 30 * 32 + 32 * 16 + 16
     sites = sites_of(2, 0)
-    m = macs_per_row(build_model("mlp", 30))
-    assert round_flops(sites, m, 1) == sum((1400 * 8 + 600 * 2) * m for _ in sites)
+    training = 6 * m - 2 * 30 * 32  # no input gradient for the first layer
+    expected = sum(1400 * (training + 2 * m) + 600 * 2 * m for _ in sites)
+    assert round_flops(sites, layer_macs(model), 1) == expected
 
 
 def _result(loop: float, batched: float, flower: float | None) -> dict[str, Any]:

@@ -14,25 +14,30 @@ The tolerance, as docs/results/simulator.md states it:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from fedmap.algorithms import FedBN, build_algorithm
+from fedmap.algorithms import Algorithm, FedBN, SiteUpdate, build_algorithm
 from fedmap.algorithms.private import PrivateFedMAP
 from fedmap.batched import NotBatched, simulate_batched
 from fedmap.cli import main
 from fedmap.data import SiteData, standardise
+from fedmap.params import Params
 from fedmap.privacy import Privacy
 from fedmap.simulator import SimulationConfig, SimulationResult, simulate
 from fedmap.synthetic import generate
+from fedmap.training import LocalTraining
 
 BATCHED = ["fedmap", "individual", "fedavg", "fedprox", "fedavg-ft", "ditto"]
 
 
 def _sites(seed: int = 0, sites: int = 4) -> list[SiteData]:
-    """quantity-skew: sites of 2000 and 500 rows, so the masking of unequal sizes is exercised."""
+    """quantity-skew: sites of 1400 and 350 training rows (2000 and 500 with validation), so the
+    masking of unequal sizes is exercised."""
     return [standardise(s) for s in generate("quantity-skew", seed, num_sites=sites)]
 
 
@@ -61,6 +66,67 @@ def test_a_convex_model_follows_the_loops_trajectory(method: str) -> None:
         assert scores["roc_auc"] == pytest.approx(batched.final[site]["roc_auc"], abs=1e-3)
     assert loop.history == batched.history
     assert loop.seed_site == batched.seed_site and loop.sites == batched.sites
+
+
+def _odd_sites() -> list[SiteData]:
+    """Sites of 1, 2, 40, 65 and 129 training rows: a single-row site, sizes of 1 mod 64 (a final
+    batch of one row, skipped), and sites whose epochs end at different steps."""
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for k, n in enumerate((1, 2, 40, 65, 129)):
+        x = torch.randn(n, 3, generator=g) + 0.5 * k
+        y = (torch.rand(n, generator=g) < 0.5).float()
+        x_val = torch.randn(6, 3, generator=g)
+        out.append(SiteData(f"site-{k}", x, y, x_val, torch.tensor([0.0, 1.0] * 3)))
+    return out
+
+
+MESSAGE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "fedmap": ("fedmap", {}),
+    "fedmap-cold": ("fedmap", {"warm_start": False}),
+    "fedmap-samples": ("fedmap", {"weighting": "samples"}),
+    "fedmap-diagonal": ("fedmap", {"prior": "diagonal"}),
+    "fedmap-icnn": ("fedmap", {"prior": "icnn", "icnn_steps": 5, "icnn_samples": 16}),
+    "individual": ("individual", {}),
+    "fedavg": ("fedavg", {}),
+    "fedprox": ("fedprox", {"mu": 0.5}),
+    "fedavg-ft": ("fedavg-ft", {"epochs": 2}),
+    "ditto": ("ditto", {"lam": 0.5}),
+}
+
+
+@pytest.mark.parametrize("case", list(MESSAGE_CASES))
+def test_every_message_matches_the_loops(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What reaches the server, round by round: each site's parameters, N_k, log omega_k and
+    metrics, on sites of odd sizes with two local epochs (so steps counts diverge)."""
+    method, options = MESSAGE_CASES[case]
+    sites = _odd_sites()
+    config = SimulationConfig(
+        rounds=3, model="logreg", training=LocalTraining(epochs=2, batch_size=64)
+    )
+    seen: list[list[SiteUpdate]] = []
+    cls = type(build_algorithm(method, options))
+    original = cls.aggregate
+
+    def recording(self: Algorithm, updates: Sequence[SiteUpdate], prior: Params) -> Params:
+        seen.append(list(updates))
+        return original(self, updates, prior)
+
+    monkeypatch.setattr(cls, "aggregate", recording)
+    loop = simulate(build_algorithm(method, options), sites, config, 3)
+    batched = simulate_batched(build_algorithm(method, options), sites, config, 3)
+    assert len(seen) == 6
+    for by_loop, by_batched in zip(seen[:3], seen[3:], strict=True):
+        for a, b in zip(by_loop, by_batched, strict=True):
+            assert (a.site, a.round, a.num_examples) == (b.site, b.round, b.num_examples)
+            assert a.log_omega == pytest.approx(b.log_omega, abs=1e-6)
+            assert a.metrics.keys() == b.metrics.keys()
+            for key in a.metrics:
+                assert a.metrics[key] == pytest.approx(b.metrics[key], rel=1e-5, abs=1e-6)
+            assert a.params.keys() == b.params.keys()
+            for key in a.params:
+                torch.testing.assert_close(a.params[key], b.params[key], rtol=0, atol=1e-5)
+    assert loop.history == batched.history
 
 
 def test_the_mlps_first_round_matches_the_loop() -> None:

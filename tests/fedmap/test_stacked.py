@@ -62,7 +62,7 @@ def test_layout_round_trips_and_its_views_carry_gradients() -> None:
     assert grad[:, :12].abs().sum() == 0 and torch.equal(grad[:, 12:], torch.ones(2, 5))
 
 
-@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 129, 1400])
+@pytest.mark.parametrize("n", [1, 2, 3, 63, 64, 65, 129, 1400])
 def test_batches_per_epoch_counts_what_train_local_trains(n: int) -> None:
     model = build_model("logreg", 2)
     steps = 0
@@ -73,8 +73,15 @@ def test_batches_per_epoch_counts_what_train_local_trains(n: int) -> None:
         return torch.zeros(())
 
     x, y = torch.randn(n, 2), (torch.rand(n) < 0.5).float()
-    train_local(model, x, y, LocalTraining(batch_size=64), torch.Generator(), counting)
-    assert batches_per_epoch([n], 64) == [steps]
+    for batch in (2, 64):
+        steps = 0
+        train_local(model, x, y, LocalTraining(batch_size=batch), torch.Generator(), counting)
+        assert batches_per_epoch([n], batch) == [steps]
+
+
+def test_a_batch_size_below_two_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        LocalTraining(batch_size=1)
 
 
 def test_epoch_orders_are_each_sites_own_randperm() -> None:

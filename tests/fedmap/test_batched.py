@@ -214,3 +214,19 @@ def test_cli_refuses_sites_with_a_federation_or_data_root(tmp_path: Path) -> Non
         ]
     )
     assert code == 2
+
+
+def test_cli_leaves_out_what_it_cannot_batch_only_from_the_default_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--scenario", "label-skew", "--sites", "2", "--engine", "batched"]
+    args += ["--rounds", "1", "--out", str(tmp_path / "all")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "notice: the batched engine cannot run fedbn" in err
+    results = (tmp_path / "all" / "results.json").read_text()
+    assert '"fedper"' in results and '"fedbn"' not in results
+    named = [*args[:-2], "--methods", "fedavg,fedbn", "--out", str(tmp_path / "named")]
+    assert main(named) == 2
+    assert "cannot run fedbn" in capsys.readouterr().err
+    assert not (tmp_path / "named").exists()  # refused before any run

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from fedmap.algorithms import Algorithm
 from fedmap.batched_methods import NotBatched as NotBatched
 from fedmap.batched_methods import batched_method
-from fedmap.data import SiteData
+from fedmap.data import SiteData, Task
 from fedmap.initialisation import initialise
 from fedmap.metrics import TaskScores, score_task
 from fedmap.models import build_model
@@ -37,7 +37,7 @@ from fedmap.stacked import (
     epoch_orders,
     forward,
     gather_rows,
-    masked_bce,
+    masked_nll,
     pad,
     stack,
 )
@@ -92,7 +92,7 @@ class Engine:
                 leaf = flat.requires_grad_(True)
                 params = layout.views(leaf)
                 x, y = gather_rows(self.train.x, idx), gather_rows(self.train.y, idx)
-                loss = masked_bce(f(params, x), y, row_mask)
+                loss = masked_nll(f(params, x), y, row_mask)
                 if penalty is not None:
                     loss = loss + penalty(params)
                 active = s < per_epoch
@@ -102,36 +102,44 @@ class Engine:
         return {k: v.contiguous() for k, v in layout.views(flat).items()}
 
     def nll(self, params: Mapping[str, Tensor]) -> Tensor:
-        """(K,): mean NLL of theta_k on site k's whole training split (``dataset_nll``)."""
+        """(K,): mean NLL of theta_k on site k's whole training split (``dataset_nll``; survival:
+        the risk sets span the whole split)."""
         with torch.no_grad():
-            logits = forward(self.model)(params, self.train.x)
-            return masked_bce(logits, self.train.y, self.train.mask)
+            output = forward(self.model)(params, self.train.x)
+            return masked_nll(output, self.train.y, self.train.mask)
 
-    def probabilities(self, params: Mapping[str, Tensor]) -> Tensor:
-        """(K, M): p(y = 1 | x) of theta_k on site k's validation rows (padding included)."""
+    @property
+    def task(self) -> Task:
+        return "survival" if self.val.y.ndim == 3 else "binary"
+
+    def outputs(self, params: Mapping[str, Tensor]) -> Tensor:
+        """(K, M) on site k's validation rows (padding included): p(y = 1 | x) for a binary task,
+        the log relative risk for a survival task (``predict_output``)."""
         with torch.no_grad():
-            return torch.sigmoid(forward(self.model)(params, self.val.x))
+            out = forward(self.model)(params, self.val.x)
+            return torch.sigmoid(out) if self.task == "binary" else out
 
-    def accuracy(self, params: Mapping[str, Tensor]) -> list[float]:
-        """Validation accuracy per site: (1/M_k) sum_i [1(p_ki >= 1/2) == y_ki]."""
-        hit = (
-            (self.probabilities(params) >= 0.5).to(self.val.y.dtype) == self.val.y
-        ) & self.val.mask
+    def primary(self, params: Mapping[str, Tensor]) -> list[float]:
+        """The task's primary validation metric per site: accuracy (1/M_k) sum_i
+        [1(p_ki >= 1/2) == y_ki] computed here, or the C-index by ``score_task``."""
+        if self.task != "binary":
+            return [s.primary for s in self.scores(params).values()]
+        hit = ((self.outputs(params) >= 0.5).to(self.val.y.dtype) == self.val.y) & self.val.mask
         return (hit.sum(dim=1).double() / self.val.sizes.double()).tolist()
 
     def scores(self, params: Mapping[str, Tensor]) -> dict[str, TaskScores]:
         """Every validation metric per site, by ``score_task`` on the site's own rows."""
-        prob = self.probabilities(params).cpu().numpy()
+        out = self.outputs(params).cpu().numpy()
         y = self.val.y.cpu().numpy()
         return {
-            name: score_task("binary", y[k, :n], prob[k, :n])
+            name: score_task(self.task, y[k, :n], out[k, :n])
             for k, (name, n) in enumerate(zip(self.names, self.val.sizes.tolist(), strict=True))
         }
 
 
 def check(algorithm: Algorithm, model_name: str) -> None:
     """``NotBatched`` now, before any run, when the batched engine cannot run this method with
-    this model (the task is checked when the sites are loaded)."""
+    this model."""
     batched_method(algorithm)
     if any(True for _ in build_model(algorithm.model or model_name, 2).buffers()):
         raise NotBatched(
@@ -144,12 +152,6 @@ def engine_for(
     model_name: str, sites: Sequence[SiteData], config: SimulationConfig, seed: int
 ) -> Engine:
     """The engine over sites, or ``NotBatched`` naming what it cannot stack."""
-    task = sites[0].task
-    if task != "binary":
-        raise NotBatched(
-            f"the batched engine runs binary tasks; this federation's task is {task} "
-            "(use --engine loop)"
-        )
     model = build_model(model_name, sites[0].num_features).to(sites[0].x_train.device)
     if any(True for _ in model.buffers()):
         raise NotBatched(
@@ -194,7 +196,7 @@ def simulate_batched(
     for t in range(1, config.rounds + 1):
         updates, personal = method.round(engine, prior, personal, t)
         prior = algorithm.aggregate(updates, prior)
-        history.append(engine.accuracy(method.scoring(prior, personal)))
+        history.append(engine.primary(method.scoring(prior, personal)))
         if on_round is not None:
             on_round(t)
     elapsed = time.perf_counter() - start
@@ -207,6 +209,6 @@ def simulate_batched(
         final,
         history,
         elapsed / config.rounds,
-        "binary",
+        engine.task,
         prior,
     )

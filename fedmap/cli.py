@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENGINES,
         help="loop: one local update per site (every method; the default); batched: every site "
         "of a round in one vmapped computation, far faster with many sites (fedmap, individual, "
-        "fedavg, fedprox, fedavg-ft, fedper, ditto on binary tasks; docs/results/simulator.md)",
+        "fedavg, fedprox, fedavg-ft, fedper, ditto; docs/results/simulator.md)",
     )
     sim.add_argument(
         "--sites",

@@ -57,12 +57,13 @@ class Padded:
 
 
 def pad(sites: Sequence[SiteData], split: str) -> Padded:
-    """The train or val split of every site, zero-padded (binary tasks: y of shape (N,))."""
+    """The train or val split of every site, zero-padded: y (K, N) for a binary task, (K, N, 2)
+    of (time, event) for a survival task."""
     xs = [getattr(s, f"x_{split}") for s in sites]
     ys = [getattr(s, f"y_{split}") for s in sites]
     width = max(int(x.shape[0]) for x in xs)
     x = xs[0].new_zeros((len(sites), width, xs[0].shape[1]))
-    y = ys[0].new_zeros((len(sites), width))
+    y = ys[0].new_zeros((len(sites), width, *ys[0].shape[1:]))
     for k, (xk, yk) in enumerate(zip(xs, ys, strict=True)):
         x[k, : xk.shape[0]] = xk
         y[k, : yk.shape[0]] = yk
@@ -129,6 +130,38 @@ def masked_bce(logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     losses = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     count = mask.sum(dim=1).clamp_min(1)
     return torch.where(mask, losses, torch.zeros_like(losses)).sum(dim=1) / count
+
+
+def masked_cox(risk: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    """Per site, (1/n_k) sum_i delta_i [log sum_{j : t_j >= t_i} exp(r_j) - r_i] over its real
+    rows: (K,), ``fedmap.survival.cox_partial_nll`` with Breslow ties, for every site at once.
+
+    Padded rows get time -inf and no event, so in each site's descending sort they come after
+    every real row: they join no real row's risk set and add no term.
+    """
+    width = risk.shape[1]
+    time = torch.where(mask, y[..., 0], torch.full_like(risk, -math.inf))
+    event = torch.where(mask, y[..., 1], torch.zeros_like(risk)).to(risk.dtype)
+    order = torch.argsort(time, dim=1, descending=True, stable=True)
+    r, t, d = risk.gather(1, order), time.gather(1, order), event.gather(1, order)
+    log_cumulative = torch.logcumsumexp(r, dim=1)
+    # Breslow: row i's risk set runs to the last row whose time equals t_i (a reverse cummin
+    # over the positions where the time changes)
+    ends = torch.ones_like(t, dtype=torch.bool)
+    ends[:, :-1] = t[:, :-1] != t[:, 1:]
+    positions = torch.arange(width, device=risk.device).expand_as(order)
+    marked = torch.where(ends, positions, torch.full_like(positions, width))
+    last = torch.flip(torch.cummin(torch.flip(marked, [1]), dim=1).values, [1])
+    terms = d * (log_cumulative.gather(1, last) - r)
+    return terms.sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+
+def masked_nll(output: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+    """The task's mean NLL per site (``fedmap.objective.mean_nll``): the Cox partial likelihood
+    for survival targets (K, B, 2), the binary cross-entropy for labels (K, B)."""
+    if y.ndim == 3:
+        return masked_cox(output, y, mask)
+    return masked_bce(output, y, mask)
 
 
 def batches_per_epoch(sizes: Sequence[int], batch_size: int) -> list[int]:

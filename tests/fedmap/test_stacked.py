@@ -17,10 +17,12 @@ from fedmap.stacked import (
     epoch_orders,
     forward,
     masked_bce,
+    masked_cox,
     pad,
     stack,
     unstack,
 )
+from fedmap.survival import cox_partial_nll
 from fedmap.training import LocalTraining, train_local
 
 
@@ -121,3 +123,16 @@ def test_pad_forward_and_unstack_give_each_sites_own_model_on_its_own_rows() -> 
     copies = broadcast(models[0].state_dict(), 3)
     copies["head.bias"][0] += 1.0  # a copy per site: changing one leaves the others
     assert torch.equal(copies["head.bias"][1], models[0].state_dict()["head.bias"])
+
+
+def test_masked_cox_is_each_sites_cox_partial_nll_over_its_real_rows() -> None:
+    g = torch.Generator().manual_seed(0)
+    risk = torch.randn(4, 9, generator=g)
+    time = torch.randint(0, 4, (4, 9), generator=g).float()  # many tied times (Breslow)
+    event = (torch.rand(4, 9, generator=g) < 0.6).float()
+    sizes = [9, 5, 1, 0]
+    mask = torch.arange(9).unsqueeze(0) < torch.tensor(sizes).unsqueeze(1)
+    got = masked_cox(risk, torch.stack([time, event], -1), mask)
+    for k, n in enumerate(sizes):
+        expected = cox_partial_nll(risk[k, :n], time[k, :n], event[k, :n]) if n else 0.0
+        assert float(got[k]) == pytest.approx(float(expected), abs=1e-7)

@@ -61,7 +61,8 @@ def simulate_federation(args: argparse.Namespace) -> int:
     if args.engine == "batched":
         _check_federation_batched(spec, runs)
     print(
-        f"simulating {spec.name} ({len(spec.tier(1))} tier-1 sites, {spec.task.recipe.type}): "
+        f"simulating {spec.name} ({len(spec.tier(1))} tier-1 sites, {spec.task.recipe.type}, "
+        f"{args.engine or 'loop'} engine): "
         f"{len(methods)} method(s) x {len(seeds)} seed(s), {spec.algorithm.rounds} rounds each",
         file=sys.stderr,
     )

@@ -137,15 +137,23 @@ class Engine:
         }
 
 
+def stackable(model: nn.Module, name: str) -> nn.Module:
+    """model, or ``NotBatched`` when it has buffers (BatchNorm statistics change in the forward
+    pass, which a stacked functional call does not carry)."""
+    if any(True for _ in model.buffers()):
+        raise NotBatched(
+            f"the batched engine cannot stack model {name!r}: its buffers (BatchNorm "
+            "statistics) change in the forward pass (use --engine loop)"
+        )
+    return model
+
+
 def check(algorithm: Algorithm, model_name: str) -> None:
     """``NotBatched`` now, before any run, when the batched engine cannot run this method with
     this model."""
     batched_method(algorithm)
-    if any(True for _ in build_model(algorithm.model or model_name, 2).buffers()):
-        raise NotBatched(
-            f"the batched engine cannot stack model {algorithm.model or model_name!r}: its "
-            "buffers (BatchNorm statistics) change in the forward pass (use --engine loop)"
-        )
+    name = algorithm.model or model_name
+    stackable(build_model(name, 2), name)
 
 
 def engine_for(
@@ -153,11 +161,7 @@ def engine_for(
 ) -> Engine:
     """The engine over sites, or ``NotBatched`` naming what it cannot stack."""
     model = build_model(model_name, sites[0].num_features).to(sites[0].x_train.device)
-    if any(True for _ in model.buffers()):
-        raise NotBatched(
-            f"the batched engine cannot stack model {model_name!r}: its buffers "
-            "(BatchNorm statistics) change in the forward pass (use --engine loop)"
-        )
+    stackable(model, model_name)
     generators = [torch.Generator().manual_seed(seed * 1009 + k) for k in range(len(sites))]
     return Engine(
         model,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch
 
 from fedmap.algorithms import Algorithm, FedBN, SiteUpdate, build_algorithm
 from fedmap.algorithms.private import PrivateFedMAP
-from fedmap.batched import NotBatched, simulate_batched
+from fedmap.batched import NotBatched, check, simulate_batched
 from fedmap.cli import main
 from fedmap.data import SiteData, standardise
 from fedmap.params import Params
@@ -198,6 +199,10 @@ def test_what_the_batched_engine_cannot_run_is_named() -> None:
     private = PrivateFedMAP(build_algorithm("fedmap"), Privacy(epsilon=8.0), 1.0, 0)  # type: ignore[arg-type]
     with pytest.raises(NotBatched, match="privacy"):
         simulate_batched(private, sites, config, 0)
+    with pytest.raises(NotBatched, match=r"cannot stack model 'mlp-bn'.*BatchNorm"):
+        check(build_algorithm("fedmap"), "mlp-bn")
+    with pytest.raises(NotBatched, match=r"cannot stack model 'mlp-bn'"):
+        simulate_batched(build_algorithm("fedavg"), sites, replace(config, model="mlp-bn"), 0)
     with pytest.raises(ValueError, match="engine must be one of loop, batched"):
         SimulationConfig(engine="fast")  # type: ignore[arg-type]
 

@@ -18,13 +18,16 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -155,6 +158,51 @@ def scale(params: dict[str, Any], peak: float) -> list[dict[str, Any]]:
     return rows
 
 
+def skewed_sites(n: int, big: int, seed: int) -> list[SiteData]:
+    """label-skew with N sites, the first of which holds ``big`` training rows (its own rows
+    repeated with a little noise): one large hospital among many small ones."""
+    splits = generate("label-skew", seed, num_sites=n)
+    first = splits[0]
+    rng = np.random.default_rng(seed)
+    reps = big // first.num_train + 1
+    x = np.tile(first.x_train, (reps, 1))[:big] + 0.01 * rng.standard_normal(
+        (big, first.x_train.shape[1])
+    )
+    splits[0] = replace(first, x_train=x, y_train=np.tile(first.y_train, reps)[:big])
+    return [standardise(s) for s in splits]
+
+
+def skew_one(engine: str, n: int, big: int, seed: int) -> dict[str, Any]:
+    """One FedAvg round on ``skewed_sites`` in this process: seconds and peak memory."""
+    result = run("fedavg", skewed_sites(n, big, seed), 1, engine, seed)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"engine": engine, "seconds_per_round": result.seconds_per_round, "peak_mb": peak}
+
+
+def skew(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Both engines on one large site among many, each in its own process (its own peak RSS)."""
+    rows = []
+    for engine in ("loop", "batched"):
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.simulator",
+            "--skew-one",
+            engine,
+            "--skew-sites",
+            str(params["sites"]),
+            "--skew-rows",
+            str(params["rows"]),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        log(
+            f"skewed ({params['sites']} sites, one of {params['rows']} rows), {engine}: "
+            f"{rows[-1]['seconds_per_round']:.2f} s/round, peak {rows[-1]['peak_mb']:.0f} MB"
+        )
+    return rows
+
+
 def agreement(params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every batched method over the full budget at 10 sites, both engines: mean accuracy."""
     out = []
@@ -186,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--skew-one", choices=("loop", "batched"), help=argparse.SUPPRESS)
+    parser.add_argument("--skew-sites", type=int, default=400, help=argparse.SUPPRESS)
+    parser.add_argument("--skew-rows", type=int, default=50_000, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.skew_one is not None:
+        print(json.dumps(skew_one(args.skew_one, args.skew_sites, args.skew_rows, 0)))
+        return 0
     params = yaml.safe_load(args.params.read_text())["simulator"]
     started = time.perf_counter()
     peak = peak_flops()
@@ -201,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"Flower at {n} sites: {got['seconds_per_round']:.3f} s/round "
                 f"(start-up {got.get('startup_s', float('nan')):.1f} s)"
             )
+    skewed = skew(params["skew"]) if "skew" in params else []
     checks = agreement(params["agreement"])
     result = {
         "machine": {
@@ -214,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": rows,
         "flower": flower_rows,
         "agreement": checks,
+        "skew": skewed,
         "wall_s": time.perf_counter() - started,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -31,14 +31,13 @@ from fedmap.simulator import RoundCallback, SimulationConfig, SimulationResult
 from fedmap.stacked import (
     Adam,
     Layout,
-    Padded,
+    Rows,
     Stacked,
     batches_per_epoch,
+    concatenate,
     epoch_orders,
     forward,
-    gather_rows,
     masked_nll,
-    pad,
     stack,
 )
 from fedmap.training import LocalTraining
@@ -47,20 +46,29 @@ StackedPenalty = Callable[[Mapping[str, Tensor]], Tensor]
 """R(theta_k) for every site at once: stacked parameters in, a (K,) tensor out."""
 
 
+ROWS_PER_BLOCK = 1 << 18
+"""Rows of all sites together that one evaluation pass holds (about 33 MB of MLP activations)."""
+
+
 @dataclass(frozen=True)
 class Engine:
-    """The sites' padded data and generators, and the batched operations a method needs."""
+    """The sites' rows and generators, and the batched operations a method needs."""
 
     model: nn.Module
-    train: Padded
-    val: Padded
+    train: Rows
+    val: Rows
     training: LocalTraining
     generators: Sequence[torch.Generator]
     names: tuple[str, ...]
 
     @property
     def sizes(self) -> list[int]:
+        """N_k: each site's training rows."""
         return [int(n) for n in self.train.sizes.tolist()]
+
+    @property
+    def task(self) -> Task:
+        return "survival" if self.val.y.ndim == 2 else "binary"
 
     def fit(
         self,
@@ -70,67 +78,88 @@ class Engine:
     ) -> Stacked:
         """``train_local`` at every site at once: Adam on mean NLL (+ R) over minibatches.
 
-        Site k's step s uses rows order_k[sB : (s+1)B] of its own shuffle; it is active while
-        s < its batches per epoch, and its loss enters the sum only then, so its gradient is its
-        own: d/d theta_k sum_j L_j(theta_j) = dL_k/d theta_k.
+        Step s trains the sites still in their epoch (s < their batches per epoch) on rows
+        order_k[sB : (s+1)B] of their own shuffle; the others sit out. The loss is the sum of
+        the active sites' losses, so each gradient is the site's own:
+        d/d theta_k sum_j L_j(theta_j) = dL_k/d theta_k.
         """
         cfg = self.training
         layout = Layout.of(start)
         flat = layout.flatten(start).detach()
         adam = Adam.start(flat, cfg.lr)
         f = forward(self.model)
-        device = self.train.x.device
+        device = flat.device
         sizes = self.sizes
         per_epoch = torch.tensor(batches_per_epoch(sizes, cfg.batch_size), device=device)
+        everyone = torch.arange(len(sizes), device=device)
         for _ in range(cfg.epochs if epochs is None else epochs):
             orders = epoch_orders(sizes, self.generators).to(device)
             for s in range(int(per_epoch.max())):
+                active = s < per_epoch
+                all_in = bool(active.all())
+                sites = everyone if all_in else active.nonzero().squeeze(1)
                 lo = s * cfg.batch_size
-                idx = orders[:, lo : lo + cfg.batch_size]
-                offset = lo + torch.arange(idx.shape[1], device=device)
-                row_mask = offset.unsqueeze(0) < self.train.sizes.unsqueeze(1)
-                leaf = flat.requires_grad_(True)
+                idx = orders[sites, lo : lo + cfg.batch_size]
+                positions = lo + torch.arange(idx.shape[1], device=device)
+                row_mask = positions.unsqueeze(0) < self.train.sizes[sites].unsqueeze(1)
+                x, y = self.train.take(sites, idx, row_mask)
+                leaf = (flat if all_in else flat.index_select(0, sites)).requires_grad_(True)
                 params = layout.views(leaf)
-                x, y = gather_rows(self.train.x, idx), gather_rows(self.train.y, idx)
                 loss = masked_nll(f(params, x), y, row_mask)
                 if penalty is not None:
                     loss = loss + penalty(params)
-                active = s < per_epoch
-                total = torch.where(active, loss, torch.zeros_like(loss)).sum()
-                (grad,) = torch.autograd.grad(total, [leaf])
-                flat = adam.step(leaf.detach(), grad, active)
+                (grad,) = torch.autograd.grad(loss.sum(), [leaf])
+                if all_in:
+                    flat = adam.step(leaf.detach(), grad)
+                else:
+                    moved = adam.step(leaf.detach(), grad, sites)
+                    flat = flat.detach().index_copy(0, sites, moved)
         return {k: v.contiguous() for k, v in layout.views(flat).items()}
+
+    def forward_all(self, params: Mapping[str, Tensor], rows: Rows) -> Tensor:
+        """(K, N_max): phi(x; theta_k) on every row of site k, zero past its last row; in blocks
+        of ``ROWS_PER_BLOCK`` rows over the sites that have rows there, without a graph."""
+        f = forward(self.model)
+        sites = len(rows.sizes)
+        with torch.no_grad():
+            if rows.uniform:
+                return f(params, rows.x.view(sites, -1, rows.x.shape[1]))
+            out = rows.x.new_zeros((sites, int(rows.sizes.max())))
+            width = max(1, ROWS_PER_BLOCK // sites)
+            for chosen, lo, mask in rows.blocks(width):
+                positions = lo + torch.arange(width, device=rows.x.device)
+                x, _ = rows.take(chosen, positions.expand(len(chosen), width), mask)
+                own = {k: v.index_select(0, chosen) for k, v in params.items()}
+                value = torch.where(mask, f(own, x), torch.zeros_like(mask, dtype=out.dtype))
+                hi = min(lo + width, out.shape[1])
+                out[chosen, lo:hi] = value[:, : hi - lo]
+            return out
 
     def nll(self, params: Mapping[str, Tensor]) -> Tensor:
         """(K,): mean NLL of theta_k on site k's whole training split (``dataset_nll``; survival:
         the risk sets span the whole split)."""
-        with torch.no_grad():
-            output = forward(self.model)(params, self.train.x)
-            return masked_nll(output, self.train.y, self.train.mask)
-
-    @property
-    def task(self) -> Task:
-        return "survival" if self.val.y.ndim == 3 else "binary"
+        y, mask = self.train.padded_y()
+        return masked_nll(self.forward_all(params, self.train), y, mask)
 
     def outputs(self, params: Mapping[str, Tensor]) -> Tensor:
-        """(K, M) on site k's validation rows (padding included): p(y = 1 | x) for a binary task,
-        the log relative risk for a survival task (``predict_output``)."""
-        with torch.no_grad():
-            out = forward(self.model)(params, self.val.x)
-            return torch.sigmoid(out) if self.task == "binary" else out
+        """(K, M_max) on site k's validation rows: p(y = 1 | x) for a binary task, the log
+        relative risk for a survival task (``predict_output``)."""
+        out = self.forward_all(params, self.val)
+        return torch.sigmoid(out) if self.task == "binary" else out
 
     def primary(self, params: Mapping[str, Tensor]) -> list[float]:
         """The task's primary validation metric per site: accuracy (1/M_k) sum_i
         [1(p_ki >= 1/2) == y_ki] computed here, or the C-index by ``score_task``."""
         if self.task != "binary":
             return [s.primary for s in self.scores(params).values()]
-        hit = ((self.outputs(params) >= 0.5).to(self.val.y.dtype) == self.val.y) & self.val.mask
+        y, mask = self.val.padded_y()
+        hit = ((self.outputs(params) >= 0.5).to(y.dtype) == y) & mask
         return (hit.sum(dim=1).double() / self.val.sizes.double()).tolist()
 
     def scores(self, params: Mapping[str, Tensor]) -> dict[str, TaskScores]:
         """Every validation metric per site, by ``score_task`` on the site's own rows."""
         out = self.outputs(params).cpu().numpy()
-        y = self.val.y.cpu().numpy()
+        y = self.val.padded_y()[0].cpu().numpy()
         return {
             name: score_task(self.task, y[k, :n], out[k, :n])
             for k, (name, n) in enumerate(zip(self.names, self.val.sizes.tolist(), strict=True))
@@ -165,8 +194,8 @@ def engine_for(
     generators = [torch.Generator().manual_seed(seed * 1009 + k) for k in range(len(sites))]
     return Engine(
         model,
-        pad(sites, "train"),
-        pad(sites, "val"),
+        concatenate(sites, "train"),
+        concatenate(sites, "val"),
         config.training,
         generators,
         tuple(s.name for s in sites),

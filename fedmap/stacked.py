@@ -1,16 +1,16 @@
-"""Every site's parameters and data stacked along a leading site axis, for the batched engine.
+"""Every site's parameters stacked along a leading site axis, and its rows, for the batched engine.
 
 A stacked parameter set maps each tensor name to a tensor of shape (K, *shape): row k is site
-k's theta_k. Sites hold different numbers of rows, so their data is padded to the largest site
-and every row carries a mask; a site whose epoch is over sits out the remaining steps (its
-parameters and its Adam state stay as they are), so each site follows exactly the trajectory it
-would follow alone.
+k's theta_k. Sites hold different numbers of rows: their rows are kept concatenated (``Rows``),
+a minibatch step gathers B rows of every site that is still in its epoch (the others sit out,
+their parameters and Adam state as they are) and every slot carries a mask, so each site follows
+exactly the trajectory it would follow alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,33 +42,58 @@ def broadcast(params: Mapping[str, Tensor], sites: int) -> Stacked:
 
 
 @dataclass(frozen=True)
-class Padded:
-    """One split of every site, padded to the largest: x (K, N, d), y (K, N), sizes (K,)."""
+class Rows:
+    """One split of every site, its rows concatenated site after site: x (sum_k N_k, d), y
+    (sum_k N_k) for a binary task or (sum_k N_k, 2) of (time, event) for a survival task, and
+    each site's first row and row count. It holds the rows themselves, so one large site costs
+    its own rows, not the largest site's size at every site."""
 
     x: Tensor
     y: Tensor
+    offsets: Tensor
     sizes: Tensor
 
     @property
-    def mask(self) -> Tensor:
-        """(K, N): True on a site's real rows."""
-        width = self.x.shape[1]
-        return torch.arange(width, device=self.x.device) < self.sizes.unsqueeze(1)
+    def uniform(self) -> bool:
+        """Every site holds as many rows, so x views as (K, N, d) without a copy."""
+        return bool((self.sizes == self.sizes[0]).all())
+
+    def take(self, sites: Tensor, idx: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """x and y of row idx[j, i] of site sites[j] where mask[j, i] ((J, B, d) and (J, B, ...));
+        masked slots hold the site's first row (they are never counted)."""
+        flat = self.offsets[sites].unsqueeze(1) + torch.where(mask, idx, torch.zeros_like(idx))
+        flat = flat.clamp_max(self.x.shape[0] - 1).reshape(-1)
+        x = self.x.index_select(0, flat).reshape(*idx.shape, self.x.shape[1])
+        y = self.y.index_select(0, flat).reshape(*idx.shape, *self.y.shape[1:])
+        return x, y
+
+    def padded_y(self) -> tuple[Tensor, Tensor]:
+        """y (K, N_max, ...) zero-padded, and the (K, N_max) mask of real rows (y only: the
+        features are never padded)."""
+        width = int(self.sizes.max())
+        positions = torch.arange(width, device=self.y.device).unsqueeze(0)
+        mask = positions < self.sizes.unsqueeze(1)
+        flat = (self.offsets.unsqueeze(1) + torch.where(mask, positions, 0)).reshape(-1)
+        y = self.y.index_select(0, flat.clamp_max(self.y.shape[0] - 1))
+        y = y.reshape(*mask.shape, *self.y.shape[1:])
+        return torch.where(mask.reshape(*mask.shape, *([1] * (y.ndim - 2))), y, 0), mask
+
+    def blocks(self, width: int) -> Iterator[tuple[Tensor, int, Tensor]]:
+        """(sites, first row, mask) for row numbers [lo, lo + width) of every site that still has
+        rows there, so the work is sum_k N_k rounded up to blocks, never K x N_max."""
+        for lo in range(0, int(self.sizes.max()), width):
+            sites = (self.sizes > lo).nonzero().squeeze(1)
+            positions = lo + torch.arange(width, device=self.x.device)
+            yield sites, lo, positions.unsqueeze(0) < self.sizes[sites].unsqueeze(1)
 
 
-def pad(sites: Sequence[SiteData], split: str) -> Padded:
-    """The train or val split of every site, zero-padded: y (K, N) for a binary task, (K, N, 2)
-    of (time, event) for a survival task."""
+def concatenate(sites: Sequence[SiteData], split: str) -> Rows:
+    """The train or val split of every site, as ``Rows``."""
     xs = [getattr(s, f"x_{split}") for s in sites]
     ys = [getattr(s, f"y_{split}") for s in sites]
-    width = max(int(x.shape[0]) for x in xs)
-    x = xs[0].new_zeros((len(sites), width, xs[0].shape[1]))
-    y = ys[0].new_zeros((len(sites), width, *ys[0].shape[1:]))
-    for k, (xk, yk) in enumerate(zip(xs, ys, strict=True)):
-        x[k, : xk.shape[0]] = xk
-        y[k, : yk.shape[0]] = yk
-    sizes = torch.tensor([int(v.shape[0]) for v in ys], device=x.device)
-    return Padded(x, y, sizes)
+    sizes = torch.tensor([int(y.shape[0]) for y in ys], device=xs[0].device)
+    offsets = torch.cumsum(sizes, dim=0) - sizes
+    return Rows(torch.cat(xs), torch.cat(ys), offsets, sizes)
 
 
 def linear_chain(model: nn.Module) -> list[str] | None:
@@ -112,17 +137,6 @@ def forward(model: nn.Module) -> Callable[[Mapping[str, Tensor], Tensor], Tensor
 
     batched: Callable[[Mapping[str, Tensor], Tensor], Tensor] = vmap(one)
     return batched
-
-
-def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
-    """x[k, idx[k, j]] for every site k and slot j: (K, N, ...) and (K, B) -> (K, B, ...)."""
-    sites, width = x.shape[0], x.shape[1]
-    flat = (idx + width * torch.arange(sites, device=idx.device).unsqueeze(1)).reshape(-1)
-    return (
-        x.reshape(sites * width, *x.shape[2:])
-        .index_select(0, flat)
-        .reshape(*idx.shape, *x.shape[2:])
-    )
 
 
 def masked_bce(logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
@@ -240,24 +254,26 @@ class Adam:
         steps = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
         return Adam(lr, torch.zeros_like(flat), torch.zeros_like(flat), steps)
 
-    def step(self, p: Tensor, g: Tensor, active: Tensor) -> Tensor:
-        """One Adam step for the active sites; the others keep their parameters and moments.
+    def step(self, p: Tensor, g: Tensor, sites: Tensor | None = None) -> Tensor:
+        """One Adam step of the given sites' rows (every site for None); the others keep their
+        parameters, moments and step counts. p and g hold only those sites' rows.
 
         m <- lerp(m, g, 1 - b1); v <- b2 v + (1 - b2) g^2; t <- t + 1;
         theta <- theta - (lr / (1 - b1^t)) (m / (sqrt(v) / sqrt(1 - b2^t) + eps)).
         """
-        self.steps = self.steps + active.to(self.steps.dtype)
-        t = self.steps.clamp_min(1)
-        step_size = (self.lr / (1 - self.beta1**t)).to(p.dtype).unsqueeze(1)
-        bias2_sqrt = torch.sqrt(1 - self.beta2**t).to(p.dtype).unsqueeze(1)
-        if bool(active.all()):
-            self.m.lerp_(g, 1 - self.beta1)
-            self.v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-            return p - step_size * (self.m / (self.v.sqrt() / bias2_sqrt + self.eps))
-        on = active.unsqueeze(1)
-        self.m = torch.where(on, torch.lerp(self.m, g, 1 - self.beta1), self.m)
-        self.v = torch.where(
-            on, torch.addcmul(self.v * self.beta2, g, g, value=1 - self.beta2), self.v
-        )
-        moved = p - step_size * (self.m / (self.v.sqrt() / bias2_sqrt + self.eps))
-        return torch.where(on, moved, p)
+        if sites is None:
+            m, v, steps = self.m, self.v, self.steps + 1
+        else:
+            m, v = self.m.index_select(0, sites), self.v.index_select(0, sites)
+            steps = self.steps.index_select(0, sites) + 1
+        step_size = (self.lr / (1 - self.beta1**steps)).to(p.dtype).unsqueeze(1)
+        bias2_sqrt = torch.sqrt(1 - self.beta2**steps).to(p.dtype).unsqueeze(1)
+        m.lerp_(g, 1 - self.beta1)
+        v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        if sites is None:
+            self.steps = steps
+        else:
+            self.m.index_copy_(0, sites, m)
+            self.v.index_copy_(0, sites, v)
+            self.steps.index_copy_(0, sites, steps)
+        return p - step_size * (m / (v.sqrt() / bias2_sqrt + self.eps))

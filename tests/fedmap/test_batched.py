@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import torch
 
+from fedmap import batched as batched_module
 from fedmap.algorithms import Algorithm, FedBN, SiteUpdate, build_algorithm
 from fedmap.algorithms.private import PrivateFedMAP
 from fedmap.batched import NotBatched, check, simulate_batched
@@ -97,6 +98,7 @@ MESSAGE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "fedprox": ("fedprox", {"mu": 0.5}),
     "fedavg-ft": ("fedavg-ft", {"epochs": 2}),
     "ditto": ("ditto", {"lam": 0.5}),
+    "fedmap-small-blocks": ("fedmap", {}),  # evaluation in blocks of one or two rows per site
 }
 
 
@@ -105,6 +107,8 @@ def test_every_message_matches_the_loops(case: str, monkeypatch: pytest.MonkeyPa
     """What reaches the server, round by round: each site's parameters, N_k, log omega_k and
     metrics, on sites of odd sizes with two local epochs (so steps counts diverge)."""
     method, options = MESSAGE_CASES[case]
+    if case.endswith("small-blocks"):
+        monkeypatch.setattr(batched_module, "ROWS_PER_BLOCK", 7)
     sites = _odd_sites()
     config = SimulationConfig(
         rounds=3, model="logreg", training=LocalTraining(epochs=2, batch_size=64)

@@ -14,11 +14,11 @@ from fedmap.stacked import (
     Layout,
     batches_per_epoch,
     broadcast,
+    concatenate,
     epoch_orders,
     forward,
     masked_bce,
     masked_cox,
-    pad,
     stack,
     unstack,
 )
@@ -36,7 +36,12 @@ def test_adam_matches_torch_adam_per_site_and_leaves_idle_sites_alone() -> None:
     flat = layout.flatten(start)
     adam = Adam.start(flat, lr=0.01)
     for g, on in zip(grads, active, strict=True):
-        flat = adam.step(flat, g, on)
+        if bool(on.all()):
+            flat = adam.step(flat, g)
+        else:
+            sites = on.nonzero().squeeze(1)
+            moved = adam.step(flat.index_select(0, sites), g.index_select(0, sites), sites)
+            flat = flat.index_copy(0, sites, moved)
     got = layout.views(flat)
     for k in range(3):
         live = {n: v[k].clone().requires_grad_(True) for n, v in start.items()}
@@ -104,22 +109,29 @@ def test_masked_bce_is_each_sites_mean_over_its_real_rows() -> None:
     torch.testing.assert_close(got[1], F.binary_cross_entropy_with_logits(logits[1, :2], y[1, :2]))
 
 
-def test_pad_forward_and_unstack_give_each_sites_own_model_on_its_own_rows() -> None:
+def test_rows_forward_and_unstack_give_each_sites_own_model_on_its_own_rows() -> None:
     torch.manual_seed(1)
     sites = [
-        SiteData(f"s{k}", torch.randn(n, 3), torch.zeros(n), torch.randn(2, 3), torch.zeros(2))
+        SiteData(f"s{k}", torch.randn(n, 3), torch.rand(n), torch.randn(2, 3), torch.zeros(2))
         for k, n in enumerate((4, 6))
     ]
-    padded = pad(sites, "train")
-    assert padded.x.shape == (2, 6, 3) and padded.mask.sum(dim=1).tolist() == [4, 6]
+    rows = concatenate(sites, "train")
+    assert rows.x.shape == (10, 3) and rows.offsets.tolist() == [0, 4] and not rows.uniform
+    y, mask = rows.padded_y()
+    assert mask.sum(dim=1).tolist() == [4, 6]
+    assert torch.equal(y[0, :4], sites[0].y_train) and torch.equal(y[0, 4:], torch.zeros(2))
+    everyone = torch.arange(2)
+    x, _ = rows.take(everyone, torch.arange(6).expand(2, 6), mask)
     models = [build_model("mlp", 3) for _ in sites]
     stacked = stack([m.state_dict() for m in models])
-    out = forward(build_model("mlp", 3))(stacked, padded.x)
+    out = forward(build_model("mlp", 3))(stacked, x)
     for k, (model, site) in enumerate(zip(models, sites, strict=True)):
         n = site.num_train
         torch.testing.assert_close(out[k, :n], model(site.x_train), rtol=1e-5, atol=1e-6)
         for name, value in unstack(stacked, k).items():
             assert torch.equal(value, model.state_dict()[name])
+    blocks = list(rows.blocks(5))  # rows 0-4 of both sites, then row 5 of the larger only
+    assert [(chosen.tolist(), lo) for chosen, lo, _ in blocks] == [([0, 1], 0), ([1], 5)]
     copies = broadcast(models[0].state_dict(), 3)
     copies["head.bias"][0] += 1.0  # a copy per site: changing one leaves the others
     assert torch.equal(copies["head.bias"][1], models[0].state_dict()["head.bias"])

@@ -27,7 +27,13 @@ from fedmap.data import SiteData, Task
 from fedmap.initialisation import initialise
 from fedmap.metrics import TaskScores, score_task
 from fedmap.models import build_model
-from fedmap.simulator import RoundCallback, SimulationConfig, SimulationResult
+from fedmap.simulator import (
+    RoundCallback,
+    SimulationConfig,
+    SimulationResult,
+    check_sites,
+    site_generator,
+)
 from fedmap.stacked import (
     Adam,
     Layout,
@@ -191,7 +197,7 @@ def engine_for(
     """The engine over sites, or ``NotBatched`` naming what it cannot stack."""
     model = build_model(model_name, sites[0].num_features).to(sites[0].x_train.device)
     stackable(model, model_name)
-    generators = [torch.Generator().manual_seed(seed * 1009 + k) for k in range(len(sites))]
+    generators = [site_generator(seed, k) for k in range(len(sites))]
     return Engine(
         model,
         concatenate(sites, "train"),
@@ -211,11 +217,7 @@ def simulate_batched(
 ) -> SimulationResult:
     """``fedmap.simulator.simulate`` with every site's local step batched (same arguments,
     same result, to float rounding)."""
-    if not sites:
-        raise ValueError("a simulation needs at least one site")
-    tasks = sorted({s.task for s in sites})
-    if len(tasks) > 1:
-        raise ValueError(f"every site must serve one task, got {', '.join(tasks)}")
+    check_sites(sites)
     method = batched_method(algorithm)
     model_name = algorithm.model or config.model
     engine = engine_for(model_name, sites, config, seed)

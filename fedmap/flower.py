@@ -46,7 +46,7 @@ from fedmap.initialisation import initialise
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.priors import prior_mean
-from fedmap.simulator import SimulationConfig, evaluate
+from fedmap.simulator import SimulationConfig, evaluate, site_generator
 from fedmap.synthetic import generate
 
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"  # Flower's own FedAvg keys
@@ -85,8 +85,9 @@ def _synthetic(spec: SyntheticSites) -> list[SiteData]:
 
 
 def _generator(state: RecordDict, seed: int, index: int) -> torch.Generator:
-    """Site k's shuffling generator: seeded (seed * 1009 + k) as in the simulator, then resumed."""
-    generator = torch.Generator().manual_seed(seed * 1009 + index)
+    """Site k's shuffling generator: seeded as in the simulator (``site_generator``), then
+    resumed from the node's state."""
+    generator = site_generator(seed, index)
     if GENERATOR in state:
         generator.set_state(torch.from_numpy(state[GENERATOR]["state"].numpy()))
     return generator

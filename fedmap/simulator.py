@@ -83,6 +83,21 @@ def evaluate(site: SiteContext, params: Params) -> TaskScores:
     return score_task(task, site.data.y_val.cpu().numpy(), output.cpu().numpy())
 
 
+def site_generator(seed: int, k: int) -> torch.Generator:
+    """Site k's shuffling generator, seeded (seed * 1009 + k) on the CPU: every engine and
+    runtime that drives a run (loop, batched, Flower) shuffles site k alike, so runs repeat."""
+    return torch.Generator().manual_seed(seed * 1009 + k)
+
+
+def check_sites(sites: Sequence[SiteData]) -> None:
+    """A simulation needs at least one site, and every site must serve the same task."""
+    if not sites:
+        raise ValueError("a simulation needs at least one site")
+    tasks = {s.task for s in sites}
+    if len(tasks) > 1:
+        raise ValueError(f"every site must serve one task, got {', '.join(sorted(tasks))}")
+
+
 def simulate(
     algorithm: Algorithm,
     sites: Sequence[SiteData],
@@ -100,11 +115,7 @@ def simulate(
         from fedmap.batched import simulate_batched  # it builds on this module
 
         return simulate_batched(algorithm, sites, config, seed, on_round)
-    if not sites:
-        raise ValueError("a simulation needs at least one site")
-    tasks = {s.task for s in sites}
-    if len(tasks) > 1:
-        raise ValueError(f"every site must serve one task, got {', '.join(sorted(tasks))}")
+    check_sites(sites)
     names = [s.name for s in sites]
     n_features = sites[0].num_features
     model_name = algorithm.model or config.model
@@ -113,7 +124,7 @@ def simulate(
         return build_model(model_name, n_features)
 
     contexts = [
-        SiteContext(data, build, config.training, torch.Generator().manual_seed(seed * 1009 + k))
+        SiteContext(data, build, config.training, site_generator(seed, k))
         for k, data in enumerate(sites)
     ]
     init = initialise(build, names, seed)

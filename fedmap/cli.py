@@ -99,18 +99,12 @@ def simulate_federation(args: argparse.Namespace) -> int:
 
 def _check_federation_batched(spec: Federation, runs: Sequence[ComparisonRun]) -> None:
     """Every run's method and model on the batched engine, before any run starts."""
-    from fedmap.algorithms import build_algorithm
     from fedmap.batched import NotBatched, check
-    from fedmap.comparison import options_for
+    from fedmap.comparison import algorithm_for
 
-    if spec.privacy.active and any(r.variant.method == "fedmap" for r in runs):
-        raise ConfigError(
-            "the batched engine cannot run fedmap under a privacy section: each site clips, "
-            "noises and encrypts its own release (use --engine loop)"
-        )
     for run in runs:
         try:
-            check(build_algorithm(run.variant.method, options_for(spec, run.variant)), run.model)
+            check(algorithm_for(spec, run), run.model)
         except NotBatched as exc:
             raise ConfigError(str(exc)) from None
 

@@ -102,9 +102,7 @@ def execute(
     on_round: Callable[[int], None] | None = None,
     engine: EngineName = "loop",
 ) -> SimulationResult:
-    algorithm = build_algorithm(run.variant.method, options_for(spec, run.variant))
-    if run.variant.method == "fedmap" and spec.privacy.active:
-        algorithm = private(algorithm, spec, run.seed)
+    algorithm = algorithm_for(spec, run)
     config = SimulationConfig(
         rounds=spec.algorithm.rounds,
         model=run.model,
@@ -115,6 +113,14 @@ def execute(
     sites = load_sites(spec, resolve_device(device))
     result = simulate(algorithm, sites, config, run.seed, on_round)
     return replace(result, method=run.variant.name)
+
+
+def algorithm_for(spec: Federation, run: ComparisonRun) -> Algorithm:
+    """The run's method with the file's settings; FedMAP under the file's privacy section."""
+    algorithm = build_algorithm(run.variant.method, options_for(spec, run.variant))
+    if run.variant.method == "fedmap" and spec.privacy.active:
+        return private(algorithm, spec, run.seed)
+    return algorithm
 
 
 def private(method: Algorithm, spec: Federation, seed: int) -> PrivateFedMAP:

@@ -109,7 +109,8 @@ class Engine:
                 positions = lo + torch.arange(idx.shape[1], device=device)
                 row_mask = positions.unsqueeze(0) < self.train.sizes[sites].unsqueeze(1)
                 x, y = self.train.take(sites, idx, row_mask)
-                leaf = (flat if all_in else flat.index_select(0, sites)).requires_grad_(True)
+                rows = flat if all_in else flat.index_select(0, sites)
+                leaf = rows.detach().requires_grad_(True)  # flat itself never joins a graph
                 params = layout.views(leaf)
                 loss = masked_nll(f(params, x), y, row_mask)
                 if penalty is not None:
@@ -119,7 +120,7 @@ class Engine:
                     flat = adam.step(leaf.detach(), grad)
                 else:
                     moved = adam.step(leaf.detach(), grad, sites)
-                    flat = flat.detach().index_copy(0, sites, moved)
+                    flat = flat.index_copy(0, sites, moved)
         return {k: v.contiguous() for k, v in layout.views(flat).items()}
 
     def forward_all(self, params: Mapping[str, Tensor], rows: Rows) -> Tensor:
@@ -144,7 +145,7 @@ class Engine:
     def nll(self, params: Mapping[str, Tensor]) -> Tensor:
         """(K,): mean NLL of theta_k on site k's whole training split (``dataset_nll``; survival:
         the risk sets span the whole split)."""
-        y, mask = self.train.padded_y()
+        y, mask = self.train.padded_y
         return masked_nll(self.forward_all(params, self.train), y, mask)
 
     def outputs(self, params: Mapping[str, Tensor]) -> Tensor:
@@ -158,14 +159,14 @@ class Engine:
         [1(p_ki >= 1/2) == y_ki] computed here, or the C-index by ``score_task``."""
         if self.task != "binary":
             return [s.primary for s in self.scores(params).values()]
-        y, mask = self.val.padded_y()
+        y, mask = self.val.padded_y
         hit = ((self.outputs(params) >= 0.5).to(y.dtype) == y) & mask
         return (hit.sum(dim=1).double() / self.val.sizes.double()).tolist()
 
     def scores(self, params: Mapping[str, Tensor]) -> dict[str, TaskScores]:
         """Every validation metric per site, by ``score_task`` on the site's own rows."""
         out = self.outputs(params).cpu().numpy()
-        y = self.val.padded_y()[0].cpu().numpy()
+        y = self.val.padded_y[0].cpu().numpy()
         return {
             name: score_task(self.task, y[k, :n], out[k, :n])
             for k, (name, n) in enumerate(zip(self.names, self.val.sizes.tolist(), strict=True))

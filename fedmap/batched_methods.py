@@ -8,7 +8,7 @@ functional call does not carry (``NotBatched`` says so).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,7 +32,7 @@ from fedmap.models import is_head_key
 from fedmap.objective import gaussian_prior_penalty, log_omega
 from fedmap.params import Params
 from fedmap.priors import prior_mean
-from fedmap.stacked import Stacked, broadcast, unstack
+from fedmap.stacked import Stacked, broadcast, expand, sites_in, unstack
 
 if TYPE_CHECKING:
     from fedmap.batched import Engine, StackedPenalty
@@ -78,14 +78,13 @@ def messages(
     engine: Engine,
     round_: int,
     sent: Stacked | None,
-    nll: Tensor,
+    nlls: Sequence[float],
     log_omegas: list[float] | None = None,
     extra: Mapping[str, list[float]] | None = None,
 ) -> list[SiteUpdate]:
     """One ``SiteUpdate`` per site: its row of sent (nothing for None), N_k, log omega_k and its
     mean training NLL (and any extra metrics)."""
     out = []
-    nlls = nll.tolist()  # one transfer, not one per site
     for k, (name, n) in enumerate(zip(engine.names, engine.sizes, strict=True)):
         metrics = {"train_nll": float(nlls[k])}
         metrics.update({key: values[k] for key, values in (extra or {}).items()})
@@ -109,7 +108,7 @@ class BatchedFedMAP:
         rho = m.family(m.variances(engine.model.state_dict()))
         penalty = per_site(rho.penalty, prior)
         theta = engine.fit(start, penalty)
-        nll = engine.nll(theta)
+        nlls = engine.nll(theta).tolist()  # one transfer, not one per site
         with torch.no_grad():
             r = penalty(theta).tolist()
         extra = {"prior_penalty": list(r)}
@@ -119,10 +118,9 @@ class BatchedFedMAP:
             log_norm = rho.log_normaliser(unstack(theta, 0), prior)
             extra["prior_log_normaliser"] = [log_norm] * len(r)
             r = [value + log_norm for value in r]
-        nlls = nll.tolist()
         # eq. 8: log omega_k = -mean NLL(theta_k) - R(theta_k) / N_k
         omegas = [log_omega(nlls[k], r[k], n) for k, n in enumerate(engine.sizes)]
-        return messages(engine, round_, theta, nll, omegas, extra), theta
+        return messages(engine, round_, theta, nlls, omegas, extra), theta
 
     def scoring(self, prior: Params, personal: Stacked) -> Stacked:
         return personal
@@ -139,7 +137,7 @@ class BatchedIndividual:
         self, engine: Engine, prior: Params, personal: Stacked, round_: int
     ) -> tuple[list[SiteUpdate], Stacked]:
         theta = engine.fit(personal)
-        return messages(engine, round_, None, engine.nll(theta)), theta
+        return messages(engine, round_, None, engine.nll(theta).tolist()), theta
 
     def scoring(self, prior: Params, personal: Stacked) -> Stacked:
         return personal
@@ -161,15 +159,12 @@ class BatchedGlobal:
     ) -> tuple[list[SiteUpdate], Stacked]:
         penalty = proximal(prior, 1.0 / self.mu) if self.mu > 0 else None
         theta = engine.fit(broadcast(prior, len(engine.names)), penalty)
-        return messages(engine, round_, theta, engine.nll(theta)), theta
+        return messages(engine, round_, theta, engine.nll(theta).tolist()), theta
 
     def scoring(self, prior: Params, personal: Stacked) -> Stacked:
         if self.fine_tune is not None:
             return personal
-        return {
-            k: v.unsqueeze(0).expand(next(iter(personal.values())).shape[0], *v.shape)
-            for k, v in prior.items()
-        }
+        return expand(prior, sites_in(personal))
 
     def finalise(self, engine: Engine, prior: Params, personal: Stacked) -> Stacked:
         if self.fine_tune is None:
@@ -182,7 +177,7 @@ class BatchedFedPer:
     """The global base with each site's own head; only the base is sent."""
 
     def _merged(self, prior: Params, personal: Stacked) -> Stacked:
-        sites = next(iter(personal.values())).shape[0]
+        sites = sites_in(personal)
         base = broadcast({k: v for k, v in prior.items() if not is_head_key(k)}, sites)
         return {k: (personal[k] if is_head_key(k) else base[k]) for k in prior}
 
@@ -191,7 +186,7 @@ class BatchedFedPer:
     ) -> tuple[list[SiteUpdate], Stacked]:
         theta = engine.fit(self._merged(prior, personal))
         sent = {k: v for k, v in theta.items() if not is_head_key(k)}
-        return messages(engine, round_, sent, engine.nll(theta)), theta
+        return messages(engine, round_, sent, engine.nll(theta).tolist()), theta
 
     def scoring(self, prior: Params, personal: Stacked) -> Stacked:
         return self._merged(prior, personal)
@@ -211,7 +206,7 @@ class BatchedDitto:
     ) -> tuple[list[SiteUpdate], Stacked]:
         sent = engine.fit(broadcast(prior, len(engine.names)))
         own = engine.fit(personal, proximal(prior, 1.0 / self.lam))
-        return messages(engine, round_, sent, engine.nll(sent)), own
+        return messages(engine, round_, sent, engine.nll(sent).tolist()), own
 
     def scoring(self, prior: Params, personal: Stacked) -> Stacked:
         return personal

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -36,9 +37,19 @@ def unstack(stacked: Mapping[str, Tensor], k: int) -> Params:
     return {name: value[k] for name, value in stacked.items()}
 
 
+def expand(params: Mapping[str, Tensor], sites: int) -> Stacked:
+    """The same parameters for every site, as views (to score with, not to train)."""
+    return {name: v.unsqueeze(0).expand(sites, *v.shape) for name, v in params.items()}
+
+
 def broadcast(params: Mapping[str, Tensor], sites: int) -> Stacked:
     """The same parameters for every site (a copy per site, so training can diverge)."""
-    return {name: v.unsqueeze(0).expand(sites, *v.shape).clone() for name, v in params.items()}
+    return {name: v.clone() for name, v in expand(params, sites).items()}
+
+
+def sites_in(stacked: Mapping[str, Tensor]) -> int:
+    """K: the rows of a stacked parameter set."""
+    return int(next(iter(stacked.values())).shape[0])
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class Rows:
         y = self.y.index_select(0, flat).reshape(*idx.shape, *self.y.shape[1:])
         return x, y
 
+    @cached_property
     def padded_y(self) -> tuple[Tensor, Tensor]:
         """y (K, N_max, ...) zero-padded, and the (K, N_max) mask of real rows (y only: the
         features are never padded)."""

@@ -117,7 +117,7 @@ def test_rows_forward_and_unstack_give_each_sites_own_model_on_its_own_rows() ->
     ]
     rows = concatenate(sites, "train")
     assert rows.x.shape == (10, 3) and rows.offsets.tolist() == [0, 4] and not rows.uniform
-    y, mask = rows.padded_y()
+    y, mask = rows.padded_y
     assert mask.sum(dim=1).tolist() == [4, 6]
     assert torch.equal(y[0, :4], sites[0].y_train) and torch.equal(y[0, 4:], torch.zeros(2))
     everyone = torch.arange(2)

@@ -56,6 +56,10 @@ class SiteData:
     x_val: Tensor
     y_val: Tensor
     task: Task = "binary"
+    dropped: tuple[int, int] = (0, 0)
+    """Rows of (train.csv, val.csv) left out for a missing value (``fedmap.tabular``)."""
+    imputed: tuple[int, int] = (0, 0)
+    """Rows of (train.csv, val.csv) kept with at least one input imputed."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -72,6 +76,11 @@ class SiteData:
     @property
     def num_train(self) -> int:
         return int(self.y_train.shape[0])
+
+    @property
+    def num_scored(self) -> int:
+        """Validation rows scored: every row of val.csv but those dropped for a missing value."""
+        return int(self.y_val.shape[0])
 
     @property
     def num_features(self) -> int:

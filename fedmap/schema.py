@@ -32,6 +32,8 @@ T = TypeVar("T")
 Task = Literal["binary", "survival"]
 TASKS: tuple[Task, ...] = get_args(Task)
 ModelName = Literal["logreg", "mlp", "mlp-bn"]
+Impute = Literal["none", "median", "mean"]
+IMPUTE: tuple[Impute, ...] = get_args(Impute)
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 """``fedmap.models.build_model``'s names."""
 PRIORS = ("gaussian", "diagonal", "icnn")
@@ -136,6 +138,14 @@ class TabularTask:
     column is dropped (FLamby's ``dropna``) and counted."""
     standardise: bool = True
     """z = (x - mean) / std with the site's own training statistics (FLamby: heart yes, TCGA no)."""
+    impute: Impute = "none"
+    """none: a row with a missing value in a kept column is dropped (FLamby's recipes). median or
+    mean: a missing feature is filled with that statistic of the site's own training split (the
+    most frequent level for a categorical column), so every row with a target is kept and every
+    row to score gets a prediction. A row whose target is missing is always dropped."""
+    missing_indicators: bool | tuple[str, ...] = False
+    """A 0/1 input ``<column>_missing`` per feature column (true: every kept input column; a
+    list: those columns), 1 where the cell was missing before imputation. Needs ``impute``."""
 
     def __post_init__(self) -> None:
         if self.type not in TASKS:
@@ -147,23 +157,60 @@ class TabularTask:
         for column, levels in self.categorical.items():
             if len(levels) < 2 or len(set(levels)) != len(levels):
                 raise ValueError(f"categorical.{column} needs at least two distinct levels")
+        if self.impute not in IMPUTE:
+            raise ValueError(f"impute must be one of {', '.join(IMPUTE)}, got {self.impute!r}")
+        if self.missing_indicators not in (True, False) and not (
+            isinstance(self.missing_indicators, tuple)
+            and all(isinstance(c, str) for c in self.missing_indicators)
+        ):
+            raise ValueError(
+                "missing_indicators must be true, false or a list of column names, got "
+                f"{self.missing_indicators!r}"
+            )
+        if self.missing_indicators and self.impute == "none":
+            raise ValueError(
+                "missing_indicators needs impute: median or mean (without imputation a row with "
+                "a missing value is dropped, so every indicator would be 0)"
+            )
+        if isinstance(self.missing_indicators, tuple):
+            wrong = sorted(set(self.missing_indicators) & {*self.drop, *self.targets})
+            if wrong:
+                raise ValueError(
+                    f"missing_indicators: {', '.join(wrong)} is a dropped or target column"
+                )
 
     @property
     def targets(self) -> tuple[str, ...]:
         return (self.target,) if self.time is None else (self.target, self.time)
 
+    def input_columns(self, header: Sequence[str]) -> list[str]:
+        """The file's columns the features are made from, in header order: all but the dropped
+        and target columns."""
+        skipped = {*self.drop, *self.targets}
+        return [c for c in header if c not in skipped]
+
+    def indicator_columns(self, header: Sequence[str]) -> list[str]:
+        """The input columns that get a ``<column>_missing`` indicator, in header order."""
+        inputs = self.input_columns(header)
+        if self.missing_indicators is True:
+            return inputs
+        if not self.missing_indicators:
+            return []
+        return [c for c in inputs if c in self.missing_indicators]
+
     def feature_columns(self, header: Sequence[str]) -> list[str]:
         """The model's inputs, in order: the kept numeric columns, then each categorical column's
-        indicators ``<column>_<level>`` for every level but the first (get_dummies' order)."""
-        skipped = {*self.drop, *self.targets, *self.categorical}
-        numeric = [c for c in header if c not in skipped]
+        indicators ``<column>_<level>`` for every level but the first (get_dummies' order), then
+        the missing-value indicators ``<column>_missing``."""
+        inputs = self.input_columns(header)
+        numeric = [c for c in inputs if c not in self.categorical]
         dummies = [
             f"{c}_{level_name(v)}"
-            for c in header
+            for c in inputs
             if c in self.categorical
             for v in self.categorical[c][1:]
         ]
-        return numeric + dummies
+        return numeric + dummies + [f"{c}_missing" for c in self.indicator_columns(header)]
 
 
 def level_name(value: float) -> str:
@@ -173,12 +220,21 @@ def level_name(value: float) -> str:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """``task``: the data contract (a suite in ``expectations/``), the model and the recipe."""
+    """``task``: the data contract, the model and the recipe.
+
+    ``contract`` is the name of a suite in the repository's ``expectations/`` folder, or a path
+    to a suite JSON anywhere (a consortium keeps its contracts in its own repository): a value
+    ending in ``.json`` or holding a ``/``, taken from the federation file's folder when
+    relative; ``suite`` is then that file. ``n_features`` is the model's input size: None (the
+    usual case) means the recipe's count over the contract's columns, computed where the suite
+    is read (``site_tasks.federation``) or from the data (the simulator)."""
 
     contract: str
     model: str = "mlp"
-    n_features: int = 30
+    n_features: int | None = None
     recipe: TabularTask = field(default_factory=TabularTask)
+    suite: Path | None = None
+    """The suite's path when ``contract`` is a path; None for a suite in ``expectations/``."""
 
 
 @dataclass(frozen=True)
@@ -328,12 +384,59 @@ class Federation:
         return self.storage
 
 
-def task_spec(data: Any) -> TaskSpec:
-    """Read the ``task`` section; the recipe keys go to :class:`TabularTask`."""
+def is_suite_path(contract: str) -> bool:
+    """A contract value names a suite file rather than a suite in ``expectations/``."""
+    return contract.endswith(".json") or "/" in contract or "\\" in contract
+
+
+def dvc_stage_for(folder: Path) -> str | None:
+    """The stage of the nearest ``dvc.yaml`` above folder whose outputs hold folder (the
+    repository's own site folders come from ``dvc repro <stage>``); None when none does."""
+    folder = folder.resolve()
+    for root in folder.parents:
+        if not (root / "dvc.yaml").is_file():
+            continue
+        try:
+            stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+        except (OSError, yaml.YAMLError, AttributeError):
+            return None
+        for name, stage in stages.items():
+            outs = stage.get("outs", []) if isinstance(stage, Mapping) else []
+            for out in outs:
+                out = next(iter(out)) if isinstance(out, Mapping) else out
+                if isinstance(out, str) and "${" not in out:
+                    made = (root / out).resolve()
+                    if folder == made or made in folder.parents:
+                        return str(name)
+        return None
+    return None
+
+
+def missing_folder(folder: Path, what: str) -> str:
+    """The message for a site folder that does not exist: it names the folder and, for a folder
+    a DVC stage makes, the command that makes it."""
+    stage = dvc_stage_for(folder)
+    hint = f"; it is made by `dvc repro {stage}`" if stage else ""
+    return f"{what}: the site folder {folder} does not exist{hint}"
+
+
+def task_spec(data: Any, base: Path | None = None) -> TaskSpec:
+    """Read the ``task`` section; the recipe keys go to :class:`TabularTask`. A contract given as
+    a path is resolved against base (the federation file's folder)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"task must be a mapping, got {data!r}")
     if "contract" not in data:
-        raise ConfigError("task.contract is required (a suite in expectations/)")
+        raise ConfigError(
+            "task.contract is required (a suite in expectations/, or a path to a suite JSON)"
+        )
+    contract = data["contract"]
+    if not isinstance(contract, str) or not contract:
+        raise ConfigError(f"task.contract must be a suite name or path, got {contract!r}")
+    suite = None
+    if is_suite_path(contract):
+        suite = (base or Path.cwd()) / contract
+        suite = suite.resolve()
+        contract = suite.stem
     recipe = {k: v for k, v in data.items() if k not in TASK_KEYS}
     categorical = recipe.get("categorical", {})
     if not isinstance(categorical, Mapping) or not all(
@@ -341,15 +444,23 @@ def task_spec(data: Any) -> TaskSpec:
     ):
         raise ConfigError("task.categorical: expected a mapping of column -> list of levels")
     recipe["categorical"] = {str(k): tuple(float(x) for x in v) for k, v in categorical.items()}
+    indicators = recipe.get("missing_indicators", False)
+    if isinstance(indicators, list):
+        recipe["missing_indicators"] = tuple(str(c) for c in indicators)
+    elif not isinstance(indicators, bool):
+        raise ConfigError(
+            f"task.missing_indicators must be true, false or a list of columns, got {indicators!r}"
+        )
     spec = TaskSpec(
-        contract=str(data["contract"]),
+        contract=contract,
         model=data.get("model", "mlp"),
-        n_features=data.get("n_features", 30),
+        n_features=data.get("n_features"),
         recipe=from_mapping(TabularTask, recipe, "task"),
+        suite=suite,
     )
     if spec.model not in MODEL_NAMES:
         raise ConfigError(f"task.model must be one of {', '.join(MODEL_NAMES)}, got {spec.model!r}")
-    if not _is_int(spec.n_features) or spec.n_features < 1:
+    if spec.n_features is not None and (not _is_int(spec.n_features) or spec.n_features < 1):
         raise ConfigError(f"task.n_features must be a positive integer, got {spec.n_features!r}")
     return spec
 
@@ -538,7 +649,7 @@ def _federation(path: Path, data: Mapping[str, Any]) -> Federation:
     return Federation(
         path=path,
         name=check_name(data["name"], "name"),
-        task=task_spec(data["task"]),
+        task=task_spec(data["task"], base),
         algorithm=algorithm,
         sites=sites,
         run=check_name(data.get("run", "manual"), "run"),

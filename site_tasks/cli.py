@@ -31,11 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
             )
         return p
 
-    add(
+    validate = add(
         "validate",
-        "check this site's data against the federation's contract; upload the summary",
+        "check this site's data against the federation's contract; upload the summary (a file "
+        "without storage, or --local: print it, upload nothing)",
         True,
         False,
+    )
+    validate.add_argument(
+        "--local",
+        action="store_true",
+        help="check the files and print the result; nothing is kept or uploaded (the default "
+        "when the federation file has no storage section)",
     )
     train = add(
         "train",
@@ -93,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("action", choices=("verify",))
     audit.add_argument("log", type=Path, help="the audit.jsonl file")
     audit.add_argument("--head", help="the head hash recorded elsewhere (a round summary)")
+    contract = sub.add_parser(
+        "contract",
+        help="draft a data contract (Great Expectations suite) from this site's own CSV files",
+        description="Draft a first Great Expectations suite from every *.csv in --data, for a "
+        "person to review: it runs here and sends nothing, but the suite holds value sets and "
+        "widened ranges of the site's data. Exit 0 when written, 2 on an error.",
+    )
+    contract.add_argument("action", choices=("init",))
+    contract.add_argument("--data", type=Path, required=True, help="the folder of CSV files")
+    contract.add_argument("--target", required=True, help="the target column")
+    contract.add_argument("--time", help="the time column of a survival task")
+    contract.add_argument(
+        "--missing",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="TOKEN",
+        help="cell text read as missing, on top of pandas' defaults (e.g. '?')",
+    )
+    contract.add_argument("--name", help="the suite's name (default: the folder's name)")
+    contract.add_argument("--out", type=Path, help="the suite's file (default: ./<name>.json)")
+    contract.add_argument("--force", action="store_true", help="overwrite an existing --out")
     return parser
 
 
@@ -105,6 +134,26 @@ def audit_verify(args: argparse.Namespace) -> int:
         print(f"site-task audit: {exc}", file=sys.stderr)
         return 2
     print(f"{args.log}: {count} entries, chain intact")
+    return 0
+
+
+def contract_init(args: argparse.Namespace) -> int:
+    """``contract init``: draft a suite from the site's CSV files and write it for review."""
+    from site_tasks.site.draft import REVIEW_WARNING, DraftError, draft_folder, write_suite
+
+    try:
+        draft = draft_folder(args.data, args.target, args.time, tuple(args.missing), args.name)
+        out = args.out or Path(f"{draft.suite['name']}.json")
+        write_suite(draft.suite, out, args.force)
+    except (DraftError, OSError) as exc:
+        print(f"site-task contract init: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    for column in draft.columns:
+        print(f"  {column.line()}", file=sys.stderr)
+    for note in draft.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"WARNING: {REVIEW_WARNING}", file=sys.stderr)
     return 0
 
 
@@ -161,9 +210,22 @@ def private(args: argparse.Namespace) -> int:
         return 2
 
 
+def _no_storage(path: Path) -> bool:
+    """The federation file has no ``storage`` section (a hospital trying its data before it
+    joins); the file's other errors are reported when it is loaded."""
+    from fedmap.schema import read_federation
+
+    try:
+        return read_federation(path).storage is None
+    except ConfigError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return audit_verify(args)
+    if args.command == "contract":
+        return contract_init(args)
     if args.command in ("keygen", "budget"):
         return private(args)
     if args.command in ("enrol", "rotate", "revoke"):
@@ -183,9 +245,17 @@ def run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("site_tasks")
     try:
-        config = load_federation(args.federation)
+        local = args.command == "validate" and (args.local or _no_storage(args.federation))
+        config = load_federation(args.federation, deployed=not local)
         if getattr(args, "site", None) is not None:
             config.site(args.site)
+        if local:  # before joining: check the files, print, keep and upload nothing
+            from site_tasks.site.validate import check_locally, report
+
+            summary = check_locally(config, args.site)
+            print(report(summary))
+            print("checked locally: nothing was uploaded or kept", file=sys.stderr)
+            return 0 if summary.success else 2
         store = S3Store(config.storage)
         if args.command == "validate":
             return 0 if validate(config, args.site, store).success else 2

@@ -1,6 +1,7 @@
 """A federation file as a task runs it: :mod:`fedmap.schema` reads and checks the file, and this
-module adds what only a deployment needs: the bucket must be there, the data contract must be one
-of ``site_tasks.site.contracts``, the method must be FedMAP, which it builds.
+module adds what only a deployment needs: the bucket must be there, the data contract's suite must
+exist and agree with the recipe (its columns give the model's input size), the method must be
+FedMAP, which it builds.
 
 Settings left out of ``storage`` and ``mlflow`` come from the environment
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3``,
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedmap.algorithms import FedMAP, build_algorithm
 from fedmap.schema import (
@@ -27,6 +29,9 @@ from fedmap.schema import (
     read_federation,
 )
 from fedmap.training import LocalTraining
+
+if TYPE_CHECKING:
+    from site_tasks.site.contracts import Contract
 
 METHODS = ("fedmap",)
 StorageConfig = Storage
@@ -62,6 +67,11 @@ class FederationConfig:
     @property
     def contract(self) -> str:
         return self.federation.task.contract
+
+    @property
+    def data_contract(self) -> Contract:
+        """The suite and how the site's files are read (``site_tasks.site.contracts``)."""
+        return data_contract(self.federation.task)
 
     @property
     def recipe(self) -> TabularTask:
@@ -101,19 +111,46 @@ class FederationConfig:
         return self.federation.site(name)
 
 
-def _check_task(task: TaskSpec) -> None:
-    from site_tasks.site.contracts import CONTRACTS  # light: GX loads only when validating
+def data_contract(task: TaskSpec) -> Contract:
+    """The task's contract: its suite (a name in ``expectations/`` or a path) read with the
+    recipe's target, time column and missing tokens."""
+    from site_tasks.site.contracts import contract_of, suite_path  # light: no GX here
 
-    if task.contract not in CONTRACTS:
-        raise ConfigError(
-            f"task.contract must be one of {', '.join(CONTRACTS)}, got {task.contract!r}"
+    try:
+        path = suite_path(task.suite or task.contract)
+        return contract_of(
+            task.contract, path, task.recipe.target, task.recipe.time, task.recipe.missing
         )
-    label = CONTRACTS[task.contract].label
-    if task.recipe.target != label:
+    except ValueError as exc:
+        raise ConfigError(f"task.contract: {exc}") from exc
+
+
+def n_features(task: TaskSpec, contract: Contract) -> int:
+    """The model's input size: the recipe's features over the suite's ordered columns. A
+    ``task.n_features`` the file gives must agree; a suite without a column list needs one."""
+    from site_tasks.site.contracts import suite_columns
+
+    columns = suite_columns(contract.suite_path)
+    if not columns:
+        if task.n_features is None:
+            raise ConfigError(
+                f"task.n_features is needed: the suite {contract.suite_path.name} lists no "
+                "ordered columns to count the features from"
+            )
+        return task.n_features
+    absent = [c for c in (*task.recipe.targets, *task.recipe.categorical) if c not in columns]
+    if absent:
         raise ConfigError(
-            f"task.target must be the target column of contract {task.contract!r} ({label!r}), "
-            f"got {task.recipe.target!r}"
+            f"task: column(s) {', '.join(absent)} of the recipe are not in the contract's "
+            f"columns ({contract.suite_path.name})"
         )
+    computed = len(task.recipe.feature_columns(columns))
+    if task.n_features is not None and task.n_features != computed:
+        raise ConfigError(
+            f"task.n_features is {task.n_features}, but the recipe gives {computed} features "
+            f"over the contract's columns; leave n_features out to have it computed"
+        )
+    return computed
 
 
 def _method(algo: AlgorithmSpec) -> FedMAP:
@@ -130,13 +167,16 @@ def _method(algo: AlgorithmSpec) -> FedMAP:
     return method
 
 
-def load_federation(path: Path) -> FederationConfig:
+def load_federation(path: Path, deployed: bool = True) -> FederationConfig:
     """Read and check a federation file for a deployed run; every problem is a ConfigError
-    naming the file and the key."""
+    naming the file and the key. deployed=False accepts a file without ``storage``: a site
+    checking its data locally before it joins (``site-task validate``)."""
     federation = read_federation(path)
-    federation.require_storage()
+    if deployed:
+        federation.require_storage()
     try:
-        _check_task(federation.task)
+        contract = data_contract(federation.task)
+        inputs = n_features(federation.task, contract)
         method = _method(federation.algorithm)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
@@ -146,6 +186,6 @@ def load_federation(path: Path) -> FederationConfig:
         run=federation.run,
         rounds=federation.rounds,
         state_dir=federation.state_dir,
-        model=ModelConfig(federation.task.model, federation.task.n_features),
+        model=ModelConfig(federation.task.model, inputs),
         training=federation.algorithm.training,
     )

@@ -68,7 +68,7 @@ def model_columns(config: FederationConfig) -> list[str]:
     """The model's input columns, in order: the task recipe applied to the contract's columns
     (dropped columns and the targets left out, each categorical column's indicators appended),
     else ``x00`` ... when the contract names no columns."""
-    header = list(feature_columns(config.contract))
+    header = list(feature_columns(config.data_contract))
     columns = config.recipe.feature_columns(header) if header else []
     n_features = int(config.model.n_features)
     return columns if len(columns) == n_features else feature_names(n_features)

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from fedmap.schema import missing_folder
 from site_tasks.site.versioning import dvc_dir_hash, file_sha256
 
 if TYPE_CHECKING:
@@ -68,32 +69,10 @@ class Contract:
 SCORING_FILES = ("reference.csv", "score.csv")
 
 
-def scoring_contract(contract: str | Contract) -> Contract:
+def scoring_contract(contract: str | Path | Contract) -> Contract:
     """The contract as a tier-3 site applies it: ``reference.csv`` and ``score.csv`` hold the
     feature columns in the contract's order, without the target."""
     return replace(contract_named(contract), files=SCORING_FILES, scoring=True)
-
-
-CONTRACTS: Mapping[str, Contract] = MappingProxyType(
-    {
-        c.name: c
-        for c in (
-            Contract("synthetic", EXPECTATIONS / "synthetic.json", label="label"),
-            Contract(
-                "fed_heart_disease",
-                EXPECTATIONS / "fed_heart_disease.json",
-                label="num",
-                na_values=("?",),
-            ),
-            Contract(
-                "fed_tcga_brca",
-                EXPECTATIONS / "fed_tcga_brca.json",
-                label="E",
-                extra_targets=("T",),
-            ),
-        )
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -243,29 +222,138 @@ def _batch_definition() -> BatchDefinition[Any]:
     return source.add_dataframe_asset("file").add_batch_definition_whole_dataframe("whole file")
 
 
-def feature_columns(contract: str | Contract) -> tuple[str, ...]:
+def feature_columns(contract: str | Path | Contract) -> tuple[str, ...]:
     """The contract's ordered columns without its target, read from the suite's JSON (no GX)."""
     spec = contract_named(contract)
-    for expectation in json.loads(spec.suite_path.read_text()).get("expectations", []):
+    for expectation in _suite_json(spec.suite_path).get("expectations", []):
         if expectation.get("type") == COLUMNS_RULE:
             targets = (spec.label, *spec.extra_targets)
             return tuple(c for c in expectation["kwargs"]["column_list"] if c not in targets)
     return ()
 
 
-def contract_named(contract: str | Contract) -> Contract:
-    """The registered contract of that name (a Contract passes through); unknown is a ValueError."""
+def suite_columns(path: Path) -> tuple[str, ...]:
+    """The suite's ordered column list, targets included; empty if it names none."""
+    for expectation in _suite_json(path).get("expectations", []):
+        if expectation.get("type") == COLUMNS_RULE:
+            return tuple(expectation["kwargs"]["column_list"])
+    return ()
+
+
+def known_suites() -> tuple[str, ...]:
+    """The suites committed in ``expectations/``, by name."""
+    return tuple(sorted(p.stem for p in EXPECTATIONS.glob("*.json")))
+
+
+def suite_path(contract: str | Path) -> Path:
+    """A suite by name (``expectations/<name>.json``) or by path; a ValueError names both forms
+    when there is no such file."""
+    path = Path(contract) if isinstance(contract, Path) else None
+    if path is None:
+        path = (
+            Path(contract) if str(contract).endswith(".json") else EXPECTATIONS / f"{contract}.json"
+        )
+    if not path.is_file():
+        raise ValueError(
+            f"unknown data contract {str(contract)!r}: no suite at {path}; give the name of a "
+            f"suite in {EXPECTATIONS} ({', '.join(known_suites())}) or a path to a suite JSON"
+        )
+    return path
+
+
+def _suite_json(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable suite JSON ({type(exc).__name__})") from exc
+    if not isinstance(body, dict):
+        raise ValueError(f"{path}: a suite JSON must hold an object")
+    return body
+
+
+@dataclass(frozen=True)
+class SuiteMeta:
+    """What a suite's ``meta.fedmap`` says of the files it checks, when it stands alone (no
+    federation file): the target column, a survival task's time column, the missing tokens."""
+
+    target: str | None = None
+    time: str | None = None
+    missing: tuple[str, ...] | None = None
+
+
+def suite_meta(path: Path) -> SuiteMeta:
+    meta = _suite_json(path).get("meta") or {}
+    own = meta.get("fedmap") or {} if isinstance(meta, dict) else {}
+    if not isinstance(own, dict):
+        raise ValueError(f"{path}: meta.fedmap must be a mapping")
+    missing = own.get("missing")
+    return SuiteMeta(
+        None if own.get("target") is None else str(own["target"]),
+        None if own.get("time") is None else str(own["time"]),
+        None if missing is None else tuple(str(m) for m in missing),
+    )
+
+
+def contract_named(contract: str | Path | Contract) -> Contract:
+    """A suite standing alone, by name or path, read as its ``meta.fedmap`` says (a Contract
+    passes through): its target, time column and missing tokens. A ValueError when there is no
+    such suite or its meta names no target."""
     if isinstance(contract, Contract):
         return contract
-    if contract not in CONTRACTS:
-        raise ValueError(f"unknown data contract {contract!r}; known: {', '.join(CONTRACTS)}")
-    return CONTRACTS[contract]
+    path = suite_path(contract)
+    meta = suite_meta(path)
+    if meta.target is None:
+        raise ValueError(
+            f"{path}: the suite's meta.fedmap names no target; give it one, or read the suite "
+            "through a federation file, whose task section names the target"
+        )
+    return Contract(
+        path.stem,
+        path,
+        label=meta.target,
+        extra_targets=() if meta.time is None else (meta.time,),
+        na_values=meta.missing or (),
+    )
 
 
-def validate_site(site: str, folder: Path, contract: str | Contract) -> ValidationSummary:
+def contract_of(
+    name: str, path: Path, target: str, time: str | None, missing: Sequence[str]
+) -> Contract:
+    """The contract a federation file's task gives: its suite and its recipe's target, time column
+    and missing tokens. Where the suite's own meta.fedmap states these too, they must agree: a
+    ValueError names both."""
+    meta = suite_meta(path)
+    said = (("target", meta.target, target), ("time", meta.time, time))
+    for key, theirs, ours in said:
+        if theirs is not None and theirs != ours:
+            raise ValueError(
+                f"task.{key} is {ours!r}, but the contract's suite {path.name} says {theirs!r} "
+                "(meta.fedmap); make them agree"
+            )
+    if meta.missing is not None and set(meta.missing) != set(missing):
+        raise ValueError(
+            f"task.missing is {list(missing)}, but the contract's suite {path.name} says "
+            f"{list(meta.missing)} (meta.fedmap); make them agree"
+        )
+    return Contract(
+        name,
+        path,
+        label=target,
+        extra_targets=() if time is None else (time,),
+        na_values=tuple(missing),
+    )
+
+
+def validate_site(site: str, folder: Path, contract: str | Path | Contract) -> ValidationSummary:
     """Check every file of ``folder`` against the contract. Bad data never raises: it yields
     ``success=False`` and one error per broken rule, naming site, file, column and rule."""
     spec = contract_named(contract)
+    if not folder.is_dir():
+        message = missing_folder(folder, site)
+        result = ExpectationResult("", "folder_exists", None, False, None, None)
+        return ValidationSummary(
+            site, spec.name, False, MappingProxyType({}), (result,), (message,)
+        )
     rules = _rules(spec.suite_path, (spec.label, *spec.extra_targets) if spec.scoring else ())
     rows: dict[str, int] = {}
     results: list[ExpectationResult] = []

@@ -25,7 +25,6 @@ from site_tasks.site.contracts import (
     Contract,
     DataContractError,
     ValidationSummary,
-    contract_named,
     require_valid,
     scoring_contract,
 )
@@ -45,8 +44,8 @@ class DataChangedError(DataContractError):
 def site_contract(config: FederationConfig, site: str) -> Contract:
     """The contract as this site applies it: its splits, or a tier-3 site's features-only files."""
     if config.site(site).tier == 3:
-        return scoring_contract(config.contract)
-    return contract_named(config.contract)
+        return scoring_contract(config.data_contract)
+    return config.data_contract
 
 
 def record_path(config: FederationConfig, site: str) -> Path:

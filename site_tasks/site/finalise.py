@@ -46,6 +46,12 @@ class SiteEvaluation:
     """A model trained on this site's data alone with the same budget (rounds x epochs)."""
     primary_metric: str
     """The task's primary metric: accuracy (binary) or c_index (survival)."""
+    n_scored: int = 0
+    """Validation rows scored; every row of val.csv when the recipe imputes."""
+    n_dropped: int = 0
+    """Validation rows left out for a missing value (none with imputation but a missing target)."""
+    n_imputed: int = 0
+    """Validation rows scored with at least one input imputed."""
 
     @property
     def primary(self) -> float:
@@ -61,12 +67,16 @@ def _publish(
     trust.audited(config, result.site, store).put(key, body, once=False)  # its own report
     metric = result.primary_metric
     log.info(
-        "%s: personalised %s %.4f, prior %.4f, local only %.4f -> %s",
+        "%s: personalised %s %.4f, prior %.4f, local only %.4f on %d validation rows "
+        "(%d dropped for a missing value, %d imputed) -> %s",
         result.site,
         metric,
         result.personalised[metric],
         result.prior[metric],
         result.local[metric],
+        result.n_scored,
+        result.n_dropped,
+        result.n_imputed,
         key,
     )
     return result
@@ -98,8 +108,12 @@ def _evaluation(
     """Score the final prior's mean and the local baseline beside own; publish the three."""
     mean = score_params(ready.context, ready.mean).as_dict()
     local = local_baseline(config, store, ready, rounds)
-    metric = PRIMARY_METRIC[ready.context.data.task]
-    return _publish(config, store, SiteEvaluation(site, tier, own, mean, local, metric))
+    data = ready.context.data
+    metric = PRIMARY_METRIC[data.task]
+    evaluation = SiteEvaluation(
+        site, tier, own, mean, local, metric, data.num_scored, data.dropped[1], data.imputed[1]
+    )
+    return _publish(config, store, evaluation)
 
 
 def evaluate(

@@ -33,7 +33,7 @@ from fedmap.data import Standardiser
 from fedmap.metrics import predict_output
 from fedmap.models import build_model
 from fedmap.priors import prior_mean
-from fedmap.tabular import read_features_only
+from fedmap.tabular import scoring_features
 from site_tasks import trust
 from site_tasks.centre.registry import Release, model_columns, released_prior
 from site_tasks.federation import FederationConfig
@@ -59,6 +59,13 @@ class ScoringSummary:
     reference_rows: int
     predictions_file: str
     """The file's name in the site's output folder (the folder itself is not reported)."""
+    imputed: int = 0
+    """Rows of score.csv scored with at least one input imputed (reference.csv's values)."""
+
+    @property
+    def n_scored(self) -> int:
+        """Rows given a prediction: every row of score.csv (a row that cannot be is an error)."""
+        return self.rows
 
 
 def output_folder(config: FederationConfig, site: str) -> Path:
@@ -113,10 +120,12 @@ def score_site(
     recipe, n = config.recipe, config.model.n_features
     columns = model_columns(config)
     try:
-        reference = read_features_only(spec.data / "reference.csv", recipe, columns)
-        rows = read_features_only(spec.data / "score.csv", recipe, columns)
+        read = scoring_features(
+            spec.data / "reference.csv", spec.data / "score.csv", recipe, columns
+        )
     except ValueError as exc:  # names file, row and column, never a cell
         raise DataContractError(f"{site}: {exc}") from exc
+    reference, rows = read.reference, read.rows
     if recipe.standardise and len(reference) < MIN_REFERENCE_ROWS:
         raise DataContractError(
             f"{site}: reference.csv: {len(reference)} rows; at least {MIN_REFERENCE_ROWS} are "
@@ -136,15 +145,25 @@ def score_site(
         write_predictions(path, values, release.name, release.version)
         positive = int((values >= THRESHOLD).sum())
     summary = ScoringSummary(
-        site, release.name, release.version, len(rows), positive, len(reference), path.name
+        site,
+        release.name,
+        release.version,
+        len(rows),
+        positive,
+        len(reference),
+        path.name,
+        read.imputed,
     )
     key = Keys.of(config).inference(site)
-    body = (json.dumps(asdict(summary), indent=1, sort_keys=True) + "\n").encode()
+    report = {**asdict(summary), "n_scored": summary.n_scored}
+    body = (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()
     trust.audited(config, site, store).put(key, body, once=False)  # its own report, re-scorable
     log.info(
-        "%s: scored %d rows with %s version %s (%s) -> %s; counts -> %s",
+        "%s: scored %d rows, every row of score.csv (%d imputed) with %s version %s (%s) -> %s; "
+        "counts -> %s",
         site,
-        summary.rows,
+        summary.n_scored,
+        summary.imputed,
         release.name,
         release.version,
         "risk scores" if positive is None else f"{positive} predicted positive",

@@ -131,5 +131,7 @@ def score_site(path: Path, run: str, site: str) -> dict[str, int | str | None]:
         "model": summary.model,
         "version": summary.version,
         "rows": summary.rows,
+        "n_scored": summary.n_scored,
+        "imputed": summary.imputed,
         "predicted_positive": summary.predicted_positive,
     }

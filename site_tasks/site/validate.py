@@ -20,6 +20,21 @@ from site_tasks.storage import Keys, ObjectStore
 log = logging.getLogger("site_tasks")
 
 
+def report(summary: ValidationSummary) -> str:
+    """The summary as a person reads it: the verdict, rows per file, and each broken rule."""
+    verdict = "meets" if summary.success else "does NOT meet"
+    rows = ", ".join(f"{name} {n} rows" for name, n in summary.rows.items()) or "no rows read"
+    lines = [f"{summary.site}: data {verdict} the {summary.contract!r} contract ({rows})"]
+    lines += [f"  {error}" for error in summary.errors]
+    return "\n".join(lines)
+
+
+def check_locally(config: FederationConfig, site: str) -> ValidationSummary:
+    """Validate the site's files and nothing more: no record is kept and nothing is uploaded.
+    What a hospital runs before it joins, on a federation file that may have no ``storage``."""
+    return validate_site(site, config.site(site).data, site_contract(config, site))
+
+
 def validate(config: FederationConfig, site: str, store: ObjectStore) -> ValidationSummary:
     """Validate, keep the summary at the site (``digests.record_path``), upload
     ``<federation>/<run>/validation/<site>.json`` and return the summary.

@@ -356,6 +356,6 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 def test_task_spec_defaults() -> None:
     spec = task_spec({"contract": "synthetic"})
-    assert (spec.model, spec.n_features) == ("mlp", 30)
+    assert (spec.model, spec.n_features, spec.suite) == ("mlp", None, None)
     assert spec.recipe.type == "binary" and spec.recipe.target == "label"
     assert spec.recipe.categorical == {}

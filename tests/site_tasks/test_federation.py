@@ -4,6 +4,7 @@ themselves are tested in ``tests/fedmap/test_schema.py``."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -93,8 +94,13 @@ def test_a_task_may_override_the_run_the_rounds_the_model_and_training(tmp_path:
         ({"sites": {"site-01": "x"}}, r"sites\.site-01 must be"),
         ({"min_sites": 5}, "min_sites must be between 1 and the 1 tier-1 sites"),
         # what only a deployment checks
-        ({"task": {"contract": "synthetc"}}, "task.contract must be one of synthetic"),
-        ({"task": {"contract": "synthetic", "target": "y"}}, "task.target must be"),
+        ({"task": {"contract": "synthetc"}}, r"task.contract: unknown data contract 'synthetc'"),
+        (
+            {"task": {"contract": "synthetic", "target": "y"}},
+            r"task.target is 'y', but the contract's suite synthetic.json says 'label'",
+        ),
+        ({"task": {"contract": "synthetic", "n_features": 29}}, "task.n_features is 29, but"),
+        ({"task": {"contract": "elsewhere/none.json"}}, "unknown data contract"),
         ({"algorithm": {"method": "fedavg"}}, "algorithm.method must be one of fedmap"),
         ({"algorithm": {"weighting": "votes"}}, "algorithm: .*weighting must be one of"),
         ({"algorithm": {"variance": -1.0}}, "algorithm: "),
@@ -112,6 +118,58 @@ def test_a_deployment_needs_its_bucket(tmp_path: Path) -> None:
     path = write(tmp_path, {k: v for k, v in BASE.items() if k != "storage"})
     with pytest.raises(ConfigError, match=rf"^{path}: missing key 'storage'"):
         load_federation(path)
+    assert load_federation(path, deployed=False).federation.storage is None  # a local check
+
+
+def _suite(path: Path, columns: list[str], meta: dict[str, object] | None) -> Path:
+    body = {
+        "name": path.stem,
+        "expectations": [
+            {
+                "type": "expect_table_columns_to_match_ordered_list",
+                "kwargs": {"column_list": columns},
+            }
+        ],
+        "meta": {} if meta is None else {"fedmap": meta},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_a_contract_may_live_outside_the_repository(tmp_path: Path) -> None:
+    """task.contract as a path (relative to the file): the suite's columns and the recipe give
+    the model's input size, indicators included; no code names the contract."""
+    suite = _suite(
+        tmp_path / "consortium" / "icu.json",
+        ["id", "age", "lab", "unit", "died"],
+        {"target": "died", "missing": ["-1"]},
+    )
+    task = {
+        "contract": "consortium/icu.json",
+        "target": "died",
+        "drop": ["id"],
+        "missing": ["-1"],
+        "categorical": {"unit": [1, 2, 3]},
+        "impute": "median",
+        "missing_indicators": ["lab"],
+    }
+    config = load_federation(write(tmp_path, {**BASE, "task": task}))
+    assert config.federation.task.suite == suite.resolve()
+    assert config.contract == "icu"
+    # age, lab, unit_2, unit_3, lab_missing
+    assert config.model.n_features == 5
+    contract = config.data_contract
+    assert (contract.suite_path, contract.label, contract.na_values) == (suite, "died", ("-1",))
+    # the suite's meta and the recipe must agree; the meta alone serves a standalone suite
+    with pytest.raises(ConfigError, match=r"task.missing is \[\], but the contract's suite"):
+        load_federation(write(tmp_path, {**BASE, "task": {**task, "missing": []}}))
+    from site_tasks.site.contracts import contract_named
+
+    assert contract_named(suite).label == "died"
+    _suite(tmp_path / "bare.json", ["x", "label"], None)
+    with pytest.raises(ValueError, match=r"meta\.fedmap names no target"):
+        contract_named(tmp_path / "bare.json")
 
 
 def test_an_unknown_site_names_the_federation(tmp_path: Path) -> None:

@@ -33,11 +33,11 @@ from fedmap.tabular import TabularTask, read_features_only
 from site_tasks.centre.registry import Release
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.site.contracts import (
-    CONTRACTS,
     ROWS_RULE,
     SCORING_FILES,
     DataContractError,
     ValidationSummary,
+    contract_named,
     feature_columns,
     scoring_contract,
     validate_site,
@@ -372,8 +372,8 @@ def test_scoring_contract_drops_the_target_and_row_count_rules(tmp_path: Path) -
     contract = scoring_contract("synthetic")
     assert contract.files == SCORING_FILES == ("reference.csv", "score.csv")
     assert contract.scoring and contract.label == "label"
-    assert contract.suite_path == CONTRACTS["synthetic"].suite_path
-    assert not CONTRACTS["synthetic"].scoring  # the registered contract is left alone
+    assert contract.suite_path == contract_named("synthetic").suite_path
+    assert not contract_named("synthetic").scoring  # the registered contract is left alone
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 30))
@@ -398,7 +398,7 @@ def test_scoring_contract_drops_the_target_and_row_count_rules(tmp_path: Path) -
     write_features(tmp_path / "score.csv", x[3:])
     assert validate_site(SITE, tmp_path, contract).success
     # the training contract would refuse a 3-row, label-less file
-    assert not validate_site(SITE, tmp_path, CONTRACTS["synthetic"]).success
+    assert not validate_site(SITE, tmp_path, contract_named("synthetic")).success
 
 
 def test_feature_columns_leave_out_the_target() -> None:
@@ -509,7 +509,13 @@ def test_a_heart_disease_site_can_score(
     write(scorer / "score.csv", [header, *body[40:45]])
     path = make_federation(
         n_sites=1,
-        task={"contract": "fed_heart_disease", "target": "num", "model": "mlp", "n_features": 13},
+        task={
+            "contract": "fed_heart_disease",
+            "target": "num",
+            "missing": ["?"],
+            "model": "mlp",
+            "n_features": 13,
+        },
         sites={
             "site-01": {"data": str(folders[1])},
             "site-03": {"data": str(scorer), "tier": 3},
@@ -622,7 +628,7 @@ def test_a_heart_disease_site_scores_through_the_one_hot_recipe(
         validate_and_score(config, SITE, store, Release(MODEL, VERSION, params))
     assert str(info.value) == (
         f"{SITE}: score.csv: row 5, column 'trestbps': missing or infinite value; every feature "
-        "of a row to score must be a number"
+        "of a row to score must be a number (or set task.impute)"
     )
 
 

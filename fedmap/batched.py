@@ -25,7 +25,7 @@ from fedmap.batched_methods import NotBatched as NotBatched
 from fedmap.batched_methods import batched_method
 from fedmap.data import SiteData, Task
 from fedmap.initialisation import initialise
-from fedmap.metrics import TaskScores, score_task
+from fedmap.metrics import Reliability, TaskScores, reliability, score_task
 from fedmap.models import build_model
 from fedmap.simulator import (
     RoundCallback,
@@ -165,12 +165,21 @@ class Engine:
 
     def scores(self, params: Mapping[str, Tensor]) -> dict[str, TaskScores]:
         """Every validation metric per site, by ``score_task`` on the site's own rows."""
+        return self.final(params)[0]
+
+    def final(
+        self, params: Mapping[str, Tensor]
+    ) -> tuple[dict[str, TaskScores], dict[str, Reliability]]:
+        """``scores`` and, for a binary task, each site's reliability curve, from one pass over
+        the validation rows."""
         out = self.outputs(params).cpu().numpy()
         y = self.val.padded_y[0].cpu().numpy()
-        return {
-            name: score_task(self.task, y[k, :n], out[k, :n])
-            for k, (name, n) in enumerate(zip(self.names, self.val.sizes.tolist(), strict=True))
-        }
+        scores, curves = {}, {}
+        for k, (name, n) in enumerate(zip(self.names, self.val.sizes.tolist(), strict=True)):
+            scores[name] = score_task(self.task, y[k, :n], out[k, :n])
+            if self.task == "binary":
+                curves[name] = reliability(y[k, :n], out[k, :n])
+        return scores, curves
 
 
 def stackable(model: nn.Module, name: str) -> nn.Module:
@@ -236,7 +245,7 @@ def simulate_batched(
         if on_round is not None:
             on_round(t)
     elapsed = time.perf_counter() - start
-    final = engine.scores(method.scoring(prior, method.finalise(engine, prior, personal)))
+    final, curves = engine.final(method.scoring(prior, method.finalise(engine, prior, personal)))
     return SimulationResult(
         algorithm.name,
         seed,
@@ -247,4 +256,6 @@ def simulate_batched(
         elapsed / config.rounds,
         engine.task,
         prior,
+        curves,
+        {s.name: s.num_scored for s in sites},
     )

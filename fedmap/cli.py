@@ -17,19 +17,23 @@ from fedmap.algorithms import METHODS
 from fedmap.comparison import RECORD_KEYS, ComparisonRun, compare, default_variants
 from fedmap.comparison import records as comparison_records
 from fedmap.config import ConfigError, ExperimentConfig, load_config
-from fedmap.data import write_site
+from fedmap.data import Task, write_site
 from fedmap.equity import equity, equity_markdown
 from fedmap.experiment import Run, SiteRecord, federation_folder, records_of, run_all
+from fedmap.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC
 from fedmap.models import MODEL_NAMES
 from fedmap.report import (
+    METRIC_LABELS,
+    clinical_markdown,
     mean_seconds_per_round,
     plot_curves,
+    plot_reliability,
     summary_markdown,
     write_atomic,
     write_results,
 )
 from fedmap.schema import PRIORS, Federation, read_federation
-from fedmap.simulator import ENGINES
+from fedmap.simulator import ENGINES, SimulationResult
 from fedmap.synthetic import NUM_SITES, SCENARIOS, generate
 
 
@@ -57,6 +61,7 @@ def simulate_federation(args: argparse.Namespace) -> int:
     if args.rounds is not None:
         spec = replace(spec, algorithm=replace(spec.algorithm, rounds=args.rounds))
     model = args.model or spec.task.model
+    equity_metric = _equity_metric(args.equity_metric, spec.task.recipe.type)
     runs = [ComparisonRun(v, model, s) for v in default_variants(methods) for s in seeds]
     if args.engine == "batched":
         _check_federation_batched(spec, runs)
@@ -79,22 +84,45 @@ def simulate_federation(args: argparse.Namespace) -> int:
     rows = comparison_records(spec, results)
     write_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")
     as_runs = [(Run(spec.name, r.variant.name, r.seed), res) for r, res in results]
-    summary = summary_markdown(
-        [
-            SiteRecord(spec.name, row["method"], row["seed"], row["site"], _metrics(row))
-            for row in rows
-        ],
-        mean_seconds_per_round(as_runs),
-    )
+    site_records = [
+        SiteRecord(spec.name, row["method"], row["seed"], row["site"], _metrics(row))
+        for row in rows
+    ]
+    summary = summary_markdown(site_records, mean_seconds_per_round(as_runs))
+    if clinical := clinical_markdown(site_records):
+        summary += "\n" + clinical
     if "individual" in methods:
-        summary += "\n## equity\n\n" + federation_equity(rows)
+        summary += "\n## equity\n\n" + federation_equity(rows, equity_metric)
     write_atomic(out / "summary.md", f"# {spec.name}\n\n" + summary)
     plot_curves(as_runs, out / "curves.png", f"{spec.name}: validation score per round")
+    _write_plots(as_runs, out, spec.name)
+    return 0
+
+
+def _write_plots(results: Sequence[tuple[Run, SimulationResult]], out: Path, name: str) -> None:
+    """reliability.png beside curves.png for a binary task, then name what was written."""
+    written = [out / "results.json", out / "summary.md", out / "curves.png"]
+    if any(res.reliability for _, res in results):
+        plot_reliability(
+            results, out / "reliability.png", f"{name}: reliability of the final models"
+        )
+        written.append(out / "reliability.png")
     print(
-        f"wrote {out / 'results.json'}, {out / 'summary.md'} and {out / 'curves.png'}",
+        f"wrote {', '.join(str(p) for p in written[:-1])} and {written[-1]}",
         file=sys.stderr,
     )
-    return 0
+
+
+def _equity_metric(name: str | None, task: Task) -> str:
+    """--equity-metric: one of the task's metrics (default: its primary metric)."""
+    if name is None:
+        return PRIMARY_METRIC[task]
+    if name not in METRICS[task]:
+        raise ConfigError(
+            f"--equity-metric {name!r} is not a metric of a {task} task; choose from "
+            f"{', '.join(METRICS[task])}"
+        )
+    return name
 
 
 def _check_federation_batched(spec: Federation, runs: Sequence[ComparisonRun]) -> None:
@@ -113,15 +141,19 @@ def _metrics(row: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in RECORD_KEYS}
 
 
-def federation_equity(rows: Sequence[dict[str, Any]]) -> str:
-    """Each site's gain over Individual, per method (mean over seeds)."""
-    metric = "c_index" if "c_index" in rows[0] else "accuracy"
+def federation_equity(rows: Sequence[dict[str, Any]], metric: str | None = None) -> str:
+    """Each site's gain over Individual in metric (default: the task's primary metric), per
+    method (mean over seeds); for a lower-is-better metric (Brier, ECE) a gain is a decrease."""
+    task: Task = "survival" if "c_index" in rows[0] else "binary"
+    metric = _equity_metric(metric, task)
     per: dict[str, dict[str, list[float]]] = {}
     for r in rows:
         per.setdefault(r["method"], {}).setdefault(r["site"], []).append(float(r[metric]))
     scores = {m: {s: statistics.fmean(v) for s, v in d.items()} for m, d in per.items()}
     return equity_markdown(
-        equity(scores, "individual"), metric, 100.0 if metric == "accuracy" else 1.0
+        equity(scores, "individual", metric in LOWER_IS_BETTER),
+        METRIC_LABELS.get(metric, metric),
+        100.0 if metric == "accuracy" else 1.0,
     )
 
 
@@ -161,6 +193,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return simulate_federation(args)
     if args.scenario is None:
         raise ConfigError("give --scenario (synthetic) or --federation FILE")
+    if args.equity_metric is not None:
+        raise ConfigError(
+            "--equity-metric goes with --federation (a --scenario run writes no equity report)"
+        )
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         raise ConfigError(
@@ -190,15 +226,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     records = [rec for run, res in results for rec in records_of(run, res)]
     out: Path = args.out
     write_results(records, out / "results.json")
-    write_atomic(
-        out / "summary.md",
-        f"# {args.scenario}\n\n" + summary_markdown(records, mean_seconds_per_round(results)),
-    )
+    summary = summary_markdown(records, mean_seconds_per_round(results))
+    if clinical := clinical_markdown(records):
+        summary += "\n" + clinical
+    write_atomic(out / "summary.md", f"# {args.scenario}\n\n" + summary)
     plot_curves(results, out / "curves.png", f"{args.scenario}: validation accuracy per round")
-    print(
-        f"wrote {out / 'results.json'}, {out / 'summary.md'} and {out / 'curves.png'}",
-        file=sys.stderr,
-    )
+    _write_plots(results, out, args.scenario)
     return 0
 
 
@@ -247,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run methods on a synthetic or a real federation in this process",
         description="Run every method x seed on one scenario of the paper's synthetic federation "
         "(10 sites, or --sites N), or on the tier-1 sites of a federation file (--federation), and write "
-        "DIR/results.json, DIR/summary.md and DIR/curves.png.",
+        "DIR/results.json, DIR/summary.md and DIR/curves.png (and DIR/reliability.png for a binary "
+        "task).",
     )
     what = sim.add_mutually_exclusive_group(required=True)
     what.add_argument("--scenario", choices=SCENARIOS, help="a synthetic scenario")
@@ -293,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help=f"synthetic scenarios: N sites with the same skew pattern, the second half skewed "
         f"(default: the paper's {NUM_SITES})",
+    )
+    sim.add_argument(
+        "--equity-metric",
+        metavar="NAME",
+        help="with --federation: the metric of the equity report (default: the task's primary "
+        f"metric); binary: {', '.join(METRICS['binary'])} (brier and ece: lower is better, so a "
+        f"gain is a decrease); survival: {', '.join(METRICS['survival'])}",
     )
     sim.set_defaults(func=cmd_simulate)
 

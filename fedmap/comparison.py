@@ -30,7 +30,7 @@ from fedmap.simulator import (
 )
 from fedmap.tabular import load_tabular_site
 
-RECORD_KEYS = ("federation", "model", "method", "seed", "site")
+RECORD_KEYS = ("federation", "model", "method", "seed", "site", "n_scored")
 """The keys of a record that are not metrics."""
 
 
@@ -86,10 +86,12 @@ def load_sites(spec: Federation, device: torch.device | str = "cpu") -> list[Sit
     if not members:
         raise ConfigError(f"{spec.path}: no tier-1 site to simulate")
     sites = [load_tabular_site(s.data, spec.task.recipe, device, s.name) for s in members]
+    expected = spec.task.n_features or sites[0].num_features
     for site in sites:
-        if site.num_features != spec.task.n_features:
+        if site.num_features != expected:
+            said = "task.n_features is" if spec.task.n_features else f"{sites[0].name} has"
             raise ConfigError(
-                f"{spec.path}: task.n_features is {spec.task.n_features}, but the recipe gives "
+                f"{spec.path}: {said} {expected}, but the recipe gives "
                 f"{site.num_features} features at site {site.name}"
             )
     return sites
@@ -167,8 +169,9 @@ def compare(
 def records(
     spec: Federation, results: Sequence[tuple[ComparisonRun, SimulationResult]]
 ) -> list[dict[str, Any]]:
-    """One record per (run, site): the site's validation metrics after the last round. Binary
-    tasks carry accuracy, balanced_accuracy and roc_auc; survival tasks carry c_index."""
+    """One record per (run, site): the site's validation metrics after the last round and
+    ``n_scored``, the validation rows they were computed on. Binary tasks carry accuracy,
+    balanced_accuracy, roc_auc, auprc, brier and ece; survival tasks carry c_index."""
     out = []
     for run, result in results:
         for site, scores in result.final.items():
@@ -179,6 +182,7 @@ def records(
                     "method": run.variant.name,
                     "seed": run.seed,
                     "site": site,
+                    "n_scored": result.n_scored.get(site),
                     **scores.as_dict(),
                 }
             )

@@ -46,6 +46,8 @@ class ExperimentConfig:
     """bench/scale.py's section: federation sizes and rounds of the DAG's scale study."""
     simulator: dict[str, Any] = field(default_factory=dict)
     """bench/simulator.py's section: the loop and batched engines against sites, and Flower."""
+    missing: dict[str, Any] = field(default_factory=dict)
+    """bench/missing.py's section: drop against imputation on the eICU demo."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.methods, Mapping):

@@ -21,7 +21,8 @@ class SiteRecord:
     """One line of results.json: a site's validation scores under one method and seed.
 
     ``metrics`` holds the task's metrics (``fedmap.metrics.METRICS``): accuracy,
-    balanced_accuracy and roc_auc for a binary task, c_index for a survival task.
+    balanced_accuracy, roc_auc, auprc, brier and ece for a binary task, c_index for a survival
+    task.
     """
 
     scenario: str

@@ -1,4 +1,5 @@
-"""What a simulation leaves behind: results.json, summary.md tables and learning-curve plots."""
+"""What a simulation leaves behind: results.json, summary.md tables, learning-curve plots and, for a
+binary task, the clinical-metrics table and the reliability plot."""
 
 from __future__ import annotations
 
@@ -13,14 +14,20 @@ from pathlib import Path
 import numpy as np
 
 from fedmap.experiment import Run, SiteRecord
+from fedmap.metrics import LOWER_IS_BETTER, Reliability, pool_reliability
 from fedmap.simulator import SimulationResult
 
 METRIC_LABELS = {
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
     "roc_auc": "ROC-AUC",
+    "auprc": "AUPRC",
+    "brier": "Brier score",
+    "ece": "ECE",
     "c_index": "C-index",
 }
+CLINICAL_METRICS = ("roc_auc", "auprc", "brier", "ece")
+"""The clinical-metrics table's columns: discrimination, then calibration."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -91,12 +98,62 @@ def summary_markdown(records: Sequence[SiteRecord], seconds_per_round: dict[str,
         parts.append(f"Validation scores in percent, mean ± std over seeds {seeds}.\n")
         for metric in dict.fromkeys(m for r in rows for m in r.metrics):
             label = METRIC_LABELS.get(metric, metric)
+            if metric in LOWER_IS_BETTER:
+                label += " (lower is better)"
             parts.append(f"### {label}\n\n{scenario_table(rows, scenario, metric)}\n")
     counts = sorted({len({r.site for r in records if r.scenario == sc}) for sc in scenarios})
     sites = "-".join(str(c) for c in dict.fromkeys([counts[0], counts[-1]])) if counts else "0"
     parts.append(f"## time per round\n\n| method | seconds per round ({sites} sites) |\n|---|---|")
     parts.extend(f"| {m} | {s:.3f} |" for m, s in seconds_per_round.items())
     return "\n".join(parts) + "\n"
+
+
+def clinical_markdown(records: Sequence[SiteRecord], per_site_limit: int = 5) -> str:
+    """The "clinical metrics" section: per method, ROC-AUC, AUPRC, Brier score and ECE, each the
+    mean over seeds of the site-average (± the std over seeds), on the metric's own scale; with at
+    most per_site_limit sites, a second table per site (mean ± std over seeds). Empty when the
+    records carry none of these metrics (a survival task)."""
+    binary = [r for r in records if all(m in r.metrics for m in CLINICAL_METRICS)]
+    if not binary:
+        return ""
+    header = "| " + " | ".join(METRIC_LABELS[m] for m in CLINICAL_METRICS) + " |"
+    rule = "|---|" + "---|" * len(CLINICAL_METRICS)
+
+    def cell(values: Sequence[float]) -> str:
+        m, s = mean_std(values)
+        return f"{m:.3f} ± {s:.3f}"
+
+    parts = [
+        "## clinical metrics\n",
+        "Discrimination (ROC-AUC, AUPRC: higher is better) and calibration (Brier score, ECE "
+        "over 10 equal-width bins: lower is better) on the validation splits, mean over sites "
+        "and seeds ± std over seeds of the site-average.\n",
+    ]
+    scenarios = list(dict.fromkeys(r.scenario for r in binary))
+    for scenario in scenarios:
+        rows = [r for r in binary if r.scenario == scenario]
+        methods = list(dict.fromkeys(r.method for r in rows))
+        avg = {m: site_average(rows, m) for m in CLINICAL_METRICS}
+        if len(scenarios) > 1:
+            parts.append(f"### {scenario}\n")
+        lines = ["| method " + header, rule]
+        for method in methods:
+            cells = [
+                cell([v for (_, me, _), v in avg[m].items() if me == method])
+                for m in CLINICAL_METRICS
+            ]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+        sites = sorted({r.site for r in rows})
+        if len(sites) <= per_site_limit:
+            lines = ["| site | method " + header, "|---" + rule]
+            for site in sites:
+                for method in methods:
+                    mine = [r for r in rows if r.site == site and r.method == method]
+                    cells = [cell([r.metric(m) for r in mine]) for m in CLINICAL_METRICS]
+                    lines.append(f"| {site} | {method} | " + " | ".join(cells) + " |")
+            parts.append("Per site, mean ± std over seeds:\n\n" + "\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def mean_seconds_per_round(results: Sequence[tuple[Run, SimulationResult]]) -> dict[str, float]:
@@ -146,6 +203,73 @@ def plot_curves(results: Sequence[tuple[Run, SimulationResult]], path: Path, tit
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def pooled_reliability(
+    results: Sequence[tuple[Run, SimulationResult]],
+) -> dict[str, dict[str, Reliability]]:
+    """method -> site -> the site's reliability curve pooled over the method's seeds
+    (``pool_reliability``: the counts add, so it is the curve of every seed's predictions)."""
+    per: dict[str, dict[str, list[Reliability]]] = defaultdict(lambda: defaultdict(list))
+    for run, res in results:
+        for site, curve in res.reliability.items():
+            per[run.method][site].append(curve)
+    return {m: {s: pool_reliability(c) for s, c in d.items()} for m, d in per.items()}
+
+
+def plot_reliability(
+    results: Sequence[tuple[Run, SimulationResult]], path: Path, title: str
+) -> None:
+    """Reliability plot of the final models: one panel per site, one line per method (observed
+    frequency of the positive class against mean predicted probability, per bin, pooled over
+    seeds; empty bins left out), with the diagonal of perfect calibration."""
+    curves = pooled_reliability(results)
+    if not curves:
+        raise ValueError("no reliability curves to plot (they come with a binary task)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sites = list(dict.fromkeys(site for _, res in results for site in res.reliability))
+    cols = min(5, len(sites))
+    rows = math.ceil(len(sites) / cols)
+    height = 3.4 * rows + 0.8  # and room for the legend below and the title above
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.0 * cols, height), sharex=True, sharey=True, squeeze=False
+    )
+    for k, site in enumerate(sites):
+        ax = axes[k // cols][k % cols]
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfectly calibrated")
+        for method, per_site in curves.items():
+            if site not in per_site:
+                continue
+            curve = per_site[site]
+            seen = np.asarray(curve.counts) > 0
+            x = np.asarray(curve.mean_predicted)[seen]
+            y = np.asarray(curve.observed)[seen]
+            ax.plot(x, y, marker="o", ms=3, lw=1.2, label=method)
+        ax.set_title(site, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        if k % cols == 0:
+            ax.set_ylabel("observed frequency")
+        if k + cols >= len(sites):  # the lowest panel of its column
+            ax.set_xlabel("mean predicted probability")
+            ax.tick_params(labelbottom=True)
+    for k in range(len(sites), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1 - 0.35 / height))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110)

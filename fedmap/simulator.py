@@ -11,12 +11,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from fedmap.algorithms import Algorithm, SiteContext
 from fedmap.data import SiteData, Task
 from fedmap.initialisation import initialise
-from fedmap.metrics import PRIMARY_METRIC, TaskScores, predict_output, score_task
+from fedmap.metrics import (
+    PRIMARY_METRIC,
+    Reliability,
+    TaskScores,
+    predict_output,
+    reliability,
+    score_task,
+)
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.training import LocalTraining
@@ -59,6 +68,11 @@ class SimulationResult:
     task: Task = "binary"
     prior: Params = field(default_factory=dict)
     """What the server broadcasts after the last round (FedMAP's gamma, FedAvg's global model)."""
+    reliability: dict[str, Reliability] = field(default_factory=dict)
+    """Binary tasks: the reliability curve of each site's scoring model (the one ``final``
+    scores) on its validation split; empty for a survival task."""
+    n_scored: dict[str, int] = field(default_factory=dict)
+    """Validation rows each site's ``final`` scores were computed on."""
 
     @property
     def metric(self) -> str:
@@ -76,11 +90,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def validation_output(
+    site: SiteContext, params: Params
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(targets, ``predict_output``) of params on the site's validation split, on the CPU."""
+    output = predict_output(site.model_from(params), site.data.x_val, site.data.task)
+    return site.data.y_val.cpu().numpy(), output.cpu().numpy()
+
+
 def evaluate(site: SiteContext, params: Params) -> TaskScores:
     """Scores of params on the site's validation split, for the site's task."""
-    task = site.data.task
-    output = predict_output(site.model_from(params), site.data.x_val, task)
-    return score_task(task, site.data.y_val.cpu().numpy(), output.cpu().numpy())
+    return score_task(site.data.task, *validation_output(site, params))
 
 
 def site_generator(seed: int, k: int) -> torch.Generator:
@@ -150,10 +170,14 @@ def simulate(
         if on_round is not None:
             on_round(t)
     elapsed = time.perf_counter() - start
-    final = {}
+    task = sites[0].task
+    final, curves = {}, {}
     for c in contexts:
         own = algorithm.finalise(c, prior, personal[c.data.name])
-        final[c.data.name] = evaluate(c, algorithm.scoring_params(prior, own))
+        y, output = validation_output(c, algorithm.scoring_params(prior, own))
+        final[c.data.name] = score_task(task, y, output)
+        if task == "binary":
+            curves[c.data.name] = reliability(y, output)
     return SimulationResult(
         algorithm.name,
         seed,
@@ -162,6 +186,8 @@ def simulate(
         final,
         history,
         elapsed / config.rounds,
-        sites[0].task,
+        task,
         prior,
+        curves,
+        {s.name: s.num_scored for s in sites},
     )

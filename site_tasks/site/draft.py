@@ -42,6 +42,7 @@ NOT_NULL_RULE = "expect_column_values_to_not_be_null"
 IN_SET_RULE = "expect_column_values_to_be_in_set"
 BETWEEN_RULE = "expect_column_values_to_be_between"
 CONTAINS_RULE = "expect_column_distinct_values_to_contain_set"
+UNIQUE_RULE = "expect_column_values_to_be_unique"
 REVIEW_WARNING = (
     "The drafted suite holds value sets and widened ranges of this site's data: review it, and "
     "edit what it reveals, before it is shared with the consortium."
@@ -149,6 +150,7 @@ class _Seen:
     per_file: tuple[frozenset[Any], ...]  # distinct values per file
     missing: int
     rows: int
+    sizes: tuple[int, ...] = ()  # rows per file
 
 
 def _see(frames: Sequence[pd.DataFrame], column: str) -> _Seen:
@@ -168,7 +170,20 @@ def _see(frames: Sequence[pd.DataFrame], column: str) -> _Seen:
         per_file,
         sum(int(t.isna().sum()) for t in texts),
         sum(len(t) for t in texts),
+        tuple(len(t) for t in texts),
     )
+
+
+def _identifier(column: str, seen: _Seen) -> bool:
+    """A name ending in "id" (``stay_id``, ``patientunitstayid``), whole numbers, none missing,
+    each value once in its file, and more than MAX_IN_SET rows."""
+    if not column.lower().endswith("id"):
+        return False
+    unique = all(
+        len(values) == rows for values, rows in zip(seen.per_file, seen.sizes, strict=True)
+    )
+    whole = all(float(v).is_integer() for v in seen.values)
+    return seen.missing == 0 and unique and whole and seen.rows > MAX_IN_SET
 
 
 def _column_rules(
@@ -219,6 +234,14 @@ def _column_rules(
     elif len(seen.values) <= MAX_IN_SET:
         rules.append(_expectation(IN_SET_RULE, column, value_set=list(seen.values)))
         names.append(f"in set ({len(seen.values)} values)")
+    elif seen.numeric and role is None and _identifier(column, seen):
+        rules.append(_expectation(UNIQUE_RULE, column))
+        names.append("unique (an identifier: no range)")
+        notes.append(
+            f"column '{column}' looks like an identifier (whole numbers, unique in every file): "
+            "no range drafted, since another site's ids need not fall in this site's; drop it in "
+            "the recipe"
+        )
     elif seen.numeric:
         low, high = widened_range(float(seen.values[0]), float(seen.values[-1]))
         rules.append(_expectation(BETWEEN_RULE, column, min_value=low, max_value=high))

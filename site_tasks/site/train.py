@@ -227,7 +227,17 @@ def fit_site(config: FederationConfig, site: str, round_: int, ready: Prepared) 
     """The local MAP step of round_ at a prepared site, checked for divergence, with its metrics."""
     target = ready.device
     detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
-    log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
+    data = ready.context.data
+    log.info(
+        "%s: round %d: training on %s%s: %d rows (%d dropped for a missing value, %d imputed)",
+        site,
+        round_,
+        target.type,
+        detail,
+        data.num_train,
+        data.dropped[0],
+        data.imputed[0],
+    )
     method = widened(config.method, ready.tau2)
     result = method.local_update(ready.context, ready.prior, ready.personal, round_)
     theta = result.update.params

@@ -195,7 +195,14 @@ def test_a_run_excludes_a_bad_site_aggregates_the_others_and_finalises(
     # 120 rows and 2 rounds: the scores are there and valid; their size is the demo's business
     assert tier2["tier"] == 2 and 0.0 <= tier2["personalised"]["accuracy"] <= 1.0
     for model in ("personalised", "prior", "local"):
-        assert set(tier2[model]) == {"accuracy", "balanced_accuracy", "roc_auc"}
+        assert set(tier2[model]) == {
+            "accuracy",
+            "balanced_accuracy",
+            "roc_auc",
+            "auprc",
+            "brier",
+            "ece",
+        }
     assert store.get(keys.evaluation("site-01")) is not None
     assert store.get(keys.evaluation("site-03")) is None
     assert not any("updates/site-04" in k for k in store.list(""))  # nothing of tier 2 is sent

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -32,6 +33,7 @@ from fedmap.algorithms.private import PrivateFedMAP
 from fedmap.batched import NotBatched, check, simulate_batched
 from fedmap.cli import main
 from fedmap.data import SiteData, standardise
+from fedmap.metrics import Reliability
 from fedmap.params import Params
 from fedmap.privacy import Privacy
 from fedmap.simulator import SimulationConfig, SimulationResult, simulate
@@ -56,6 +58,12 @@ def _both(
     return loop, batched
 
 
+def _total(curve: Reliability, field: str) -> float:
+    """sum_b n_b m_b: the positives (observed) or the summed probabilities (mean_predicted)."""
+    n = np.asarray(curve.counts)
+    return float(np.sum(n[n > 0] * np.asarray(getattr(curve, field))[n > 0]))
+
+
 def _max_diff(a: SimulationResult, b: SimulationResult) -> float:
     return max(((a.prior[k] - b.prior[k]).abs().max().item() for k in a.prior), default=0.0)
 
@@ -66,10 +74,20 @@ def test_a_convex_model_follows_the_loops_trajectory(method: str) -> None:
         ("fedmap", {"prior": "diagonal"}) if method == "fedmap-diagonal" else (method, {})
     )
     loop, batched = _both(name, SimulationConfig(rounds=5, model="logreg"), options=options)
+    val_rows = {s.name: len(s.y_val) for s in _sites()}
     assert _max_diff(loop, batched) < 1e-5
     for site, scores in loop.final.items():
         assert scores["accuracy"] == batched.final[site]["accuracy"]
         assert scores["roc_auc"] == pytest.approx(batched.final[site]["roc_auc"], abs=1e-3)
+        for metric in ("auprc", "brier", "ece"):
+            assert scores[metric] == pytest.approx(batched.final[site][metric], abs=1e-3)
+        # the same reliability curve, up to a row that float rounding moves across a bin edge
+        a, b = loop.reliability[site], batched.reliability[site]
+        assert sum(a.counts) == sum(b.counts) == val_rows[site]
+        assert np.abs(np.subtract(a.counts, b.counts)).sum() <= 2
+        assert _total(a, "observed") == pytest.approx(_total(b, "observed"), abs=1e-9)
+        assert _total(a, "mean_predicted") == pytest.approx(_total(b, "mean_predicted"), abs=1e-3)
+    assert list(loop.reliability) == list(batched.reliability) == list(loop.sites)
     assert loop.history == batched.history
     assert loop.seed_site == batched.seed_site and loop.sites == batched.sites
 
@@ -166,6 +184,7 @@ def test_a_survival_task_follows_the_loop_up_to_the_cox_bias(method: str) -> Non
     loop = simulate(build_algorithm(method), sites, config, 0)
     batched = simulate_batched(build_algorithm(method), sites, config, 0)
     assert batched.task == "survival" and batched.metric == "c_index"
+    assert loop.reliability == batched.reliability == {}
     assert loop.history == batched.history
     for site, scores in loop.final.items():
         assert scores["c_index"] == batched.final[site]["c_index"]

@@ -31,7 +31,7 @@ from site_tasks.local.sources import heart_disease_sites
 
 ROOT = Path(__file__).resolve().parents[2]
 
-BINARY_METRICS = {"accuracy", "balanced_accuracy", "roc_auc"}
+BINARY_METRICS = {"accuracy", "balanced_accuracy", "roc_auc", "auprc", "brier", "ece"}
 
 
 def write_csv(path: Path, header: list[str], rows: np.ndarray[Any, Any]) -> None:
@@ -216,6 +216,8 @@ def test_cli_simulate_federation(heart_file: Path, tmp_path: Path) -> None:
     assert "## equity" in summary and "Worst-served site" in summary
     assert "| fedavg |" in summary
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## clinical metrics" in summary
 
 
 def test_cli_federation_defaults_to_the_files_seed_and_fedmap(

@@ -58,6 +58,38 @@ def test_another_baseline() -> None:
     assert rows["individual"].min_gain == pytest.approx(-0.10)
 
 
+BRIER = {
+    "individual": {"a": 0.15, "b": 0.25, "c": 0.20},
+    "fedmap": {"a": 0.12, "b": 0.18, "c": 0.21},
+}
+
+
+def test_a_lower_is_better_metric_reverses_the_gains() -> None:
+    rows = by_method(equity(BRIER, "individual", lower_is_better=True))
+    fedmap = rows["fedmap"]
+    # gain_k = s_k(individual) - s_k(fedmap): a lower Brier score is a positive gain
+    assert fedmap.gains == pytest.approx({"a": 0.03, "b": 0.07, "c": -0.01})
+    assert fedmap.worst_served == "b"  # the highest local Brier score, 0.25
+    assert fedmap.worst_served_gain == pytest.approx(0.07)
+    assert fedmap.min_gain == pytest.approx(-0.01)
+    assert fedmap.spread_range == pytest.approx(0.09)  # the spread does not depend on direction
+    assert fedmap.lower_is_better
+    # read as higher-is-better (the default), the same numbers say the opposite
+    wrong = by_method(equity(BRIER, "individual"))["fedmap"]
+    assert not wrong.lower_is_better
+    assert wrong.worst_served == "a" and wrong.gains["b"] == pytest.approx(-0.07)
+    text = equity_markdown(tuple(rows.values()), "brier", scale=1.0)
+    assert text.startswith(
+        "Gain of each site over its local model, brier (lower is better: a decrease counts as a "
+        "gain):\n"
+    )
+    assert "Worst-served site (highest local brier): **b**." in text
+    assert "| fedmap | +0.030 | +0.070 | -0.010 |" in text
+    # scores 0.12, 0.18, 0.21: mean 0.17, sample std sqrt((0.05^2 + 0.01^2 + 0.04^2) / 2)
+    assert fedmap.spread_std == pytest.approx(math.sqrt(0.0042 / 2))
+    assert "| fedmap | 0.170 | +0.070 | -0.010 | 0.046 | 0.090 |" in text
+
+
 def test_nan_scores_are_left_out() -> None:
     scores = {
         "individual": {"a": 0.8, "b": math.nan, "c": 0.6},

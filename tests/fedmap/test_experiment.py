@@ -37,9 +37,8 @@ def test_load_sites_from_disk_matches_in_memory(tmp_path: Path) -> None:
 
 
 def _binary(accuracy: float, balanced: float, auc: float) -> TaskScores:
-    return TaskScores(
-        "binary", {"accuracy": accuracy, "balanced_accuracy": balanced, "roc_auc": auc}
-    )
+    values = {"accuracy": accuracy, "balanced_accuracy": balanced, "roc_auc": auc}
+    return TaskScores("binary", {**values, "auprc": 0.5, "brier": 0.25, "ece": 0.1})
 
 
 def test_records_of() -> None:
@@ -58,6 +57,9 @@ def test_records_of() -> None:
         "accuracy": 0.9,
         "balanced_accuracy": 0.8,
         "roc_auc": 0.95,
+        "auprc": 0.5,
+        "brier": 0.25,
+        "ece": 0.1,
     }
     assert list(records[0].as_dict()) == [
         "scenario",
@@ -67,6 +69,9 @@ def test_records_of() -> None:
         "accuracy",
         "balanced_accuracy",
         "roc_auc",
+        "auprc",
+        "brier",
+        "ece",
     ]
     assert records[1].accuracy == 0.7 and records[1].metric("balanced_accuracy") == 0.6
 

@@ -6,17 +6,23 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from fedmap.experiment import SiteRecord
+from fedmap.experiment import Run, SiteRecord
+from fedmap.metrics import TaskScores, reliability
 from fedmap.report import (
+    clinical_markdown,
     mean_std,
+    plot_reliability,
+    pooled_reliability,
     scenario_table,
     site_average,
     summary_markdown,
     write_atomic,
     write_results,
 )
+from fedmap.simulator import SimulationResult
 
 
 def _binary(a: float) -> dict[str, float]:
@@ -120,3 +126,114 @@ def test_write_results_and_atomic(tmp_path: Path) -> None:
     write_atomic(path, "x")
     assert path.read_text() == "x"
     assert sorted(p.name for p in path.parent.iterdir()) == ["results.json"]
+
+
+def _clinical(auc: float, ap: float, brier: float, ece: float) -> dict[str, float]:
+    return {
+        "accuracy": 0.5,
+        "balanced_accuracy": 0.5,
+        "roc_auc": auc,
+        "auprc": ap,
+        "brier": brier,
+        "ece": ece,
+    }
+
+
+def _clinical_records() -> list[SiteRecord]:
+    values = {
+        ("fedmap", 0): [(0.9, 0.8, 0.10, 0.05), (0.7, 0.6, 0.20, 0.15)],
+        ("fedmap", 1): [(0.8, 0.7, 0.12, 0.07), (0.6, 0.5, 0.22, 0.13)],
+        ("individual", 0): [(0.6, 0.5, 0.25, 0.20), (0.5, 0.4, 0.30, 0.10)],
+    }
+    return [
+        SiteRecord("heart", method, seed, site, _clinical(*v))
+        for (method, seed), pair in values.items()
+        for site, v in zip(("site-01", "site-02"), pair, strict=True)
+    ]
+
+
+def test_clinical_markdown_per_method_and_per_site() -> None:
+    text = clinical_markdown(_clinical_records())
+    lines = text.splitlines()
+    assert lines[0] == "## clinical metrics"
+    assert "| method | ROC-AUC | AUPRC | Brier score | ECE |" in lines
+    # fedmap's site-averages: seed 0 (0.80, 0.70, 0.15, 0.10), seed 1 (0.70, 0.60, 0.17, 0.10)
+    assert "| fedmap | 0.750 ± 0.071 | 0.650 ± 0.071 | 0.160 ± 0.014 | 0.100 ± 0.000 |" in lines
+    assert "| individual | 0.550 ± 0.000 | 0.450 ± 0.000 | 0.275 ± 0.000 | 0.150 ± 0.000 |" in lines
+    # two sites: the per-site table too, mean ± std over seeds
+    assert "| site | method | ROC-AUC | AUPRC | Brier score | ECE |" in lines
+    assert (
+        "| site-01 | fedmap | 0.850 ± 0.071 | 0.750 ± 0.071 | 0.110 ± 0.014 | 0.060 ± 0.014 |"
+        in lines
+    )
+    assert (
+        "| site-02 | individual | 0.500 ± 0.000 | 0.400 ± 0.000 | 0.300 ± 0.000 | 0.100 ± 0.000 |"
+        in lines
+    )
+    short = clinical_markdown(_clinical_records(), per_site_limit=1)
+    assert "| site | method |" not in short and "| fedmap | 0.750 ± 0.071 |" in short
+    assert clinical_markdown(_survival_records()) == ""
+    assert clinical_markdown(_records()) == ""  # records without AUPRC, Brier and ECE
+
+
+def test_summary_marks_the_lower_is_better_metrics() -> None:
+    text = summary_markdown(_clinical_records(), {"fedmap": 0.01})
+    assert "### AUPRC\n" in text
+    assert "### Brier score (lower is better)" in text and "### ECE (lower is better)" in text
+    assert "### ROC-AUC\n" in text
+
+
+def _result(method: str, seed: int, curves: dict[str, list[tuple[int, float]]]) -> SimulationResult:
+    """A binary result whose sites' reliability curves come from (label, probability) rows."""
+    sites = tuple(curves)
+    scores = dict.fromkeys(
+        ("accuracy", "balanced_accuracy", "roc_auc", "auprc", "brier", "ece"), 0.5
+    )
+    return SimulationResult(
+        method,
+        seed,
+        sites[0],
+        sites,
+        {s: TaskScores("binary", scores) for s in sites},
+        [[0.5] * len(sites)],
+        0.1,
+        reliability={
+            s: reliability([y for y, _ in rows], [p for _, p in rows]) for s, rows in curves.items()
+        },
+    )
+
+
+def test_pooled_reliability_adds_the_seeds() -> None:
+    results = [
+        (Run("x", "fedmap", 0), _result("fedmap", 0, {"a": [(1, 0.92), (0, 0.14)]})),
+        (Run("x", "fedmap", 1), _result("fedmap", 1, {"a": [(0, 0.98), (0, 0.11)]})),
+        (Run("x", "individual", 0), _result("individual", 0, {"a": [(1, 0.55), (1, 0.56)]})),
+    ]
+    pooled = pooled_reliability(results)
+    assert list(pooled) == ["fedmap", "individual"]
+    fedmap = pooled["fedmap"]["a"]
+    assert fedmap.counts == (0, 2, 0, 0, 0, 0, 0, 0, 0, 2)
+    assert fedmap.observed[1] == 0.0 and fedmap.observed[9] == 0.5
+    assert fedmap.mean_predicted[1] == pytest.approx(0.125)
+    assert fedmap.mean_predicted[9] == pytest.approx(0.95)
+    assert pooled["individual"]["a"].counts[5] == 2
+
+
+def test_plot_reliability_writes_a_png(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    results = []
+    for method in ("fedmap", "individual"):
+        for seed in (0, 1):
+            rows = {
+                site: [(int(rng.random() < q), float(q)) for q in rng.random(50)]
+                for site in ("north", "south", "east")
+            }
+            results.append((Run("x", method, seed), _result(method, seed, rows)))
+    path = tmp_path / "deep" / "reliability.png"
+    plot_reliability(results, path, "x: reliability")
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert sorted(p.name for p in path.parent.iterdir()) == ["reliability.png"]
+    survival = SimulationResult("fedmap", 0, "a", ("a",), {}, [], 0.1, "survival")
+    with pytest.raises(ValueError, match="no reliability curves"):
+        plot_reliability([(Run("x", "fedmap", 0), survival)], tmp_path / "r.png", "x")

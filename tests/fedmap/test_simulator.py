@@ -12,6 +12,8 @@ import torch
 from fedmap.algorithms import FedAvg, FedMAP, Individual
 from fedmap.data import SiteData, SiteSplit, standardise
 from fedmap.experiment import Run, records_of
+from fedmap.metrics import reliability
+from fedmap.models import build_model, predict_proba
 from fedmap.simulator import SimulationConfig, SimulationResult, resolve_device, simulate
 from fedmap.synthetic import (
     SyntheticConfig,
@@ -118,6 +120,30 @@ def test_fedavg_scores_every_site_with_one_model(tiny_federation: list[SiteData]
     result = simulate(FedAvg(), tiny_federation, config, seed=0)
     assert len(result.history) == 1
     assert result.history[0] == [result.final[s]["accuracy"] for s in result.sites]
+    # the reliability curve is that of the scoring model (FedAvg's global model) on val
+    assert list(result.reliability) == list(result.sites)
+    model = build_model("mlp", tiny_federation[0].num_features)
+    model.load_state_dict(result.prior)
+    for site in tiny_federation:
+        prob = predict_proba(model, site.x_val).numpy()
+        expected, curve = reliability(site.y_val.numpy(), prob), result.reliability[site.name]
+        assert curve.counts == expected.counts and sum(curve.counts) == 30
+        np.testing.assert_array_equal(curve.observed, expected.observed)  # NaN where empty
+        np.testing.assert_array_equal(curve.mean_predicted, expected.mean_predicted)
+
+
+def test_reliability_per_site_matches_the_final_scores(tiny_federation: list[SiteData]) -> None:
+    config = SimulationConfig(rounds=2, training=LocalTraining(batch_size=16))
+    result = simulate(FedMAP(), tiny_federation, config, seed=0)
+    for site in tiny_federation:
+        curve = result.reliability[site.name]
+        counts = np.asarray(curve.counts)
+        assert len(counts) == 10 and counts.sum() == 30  # every validation row, once
+        seen = counts > 0
+        positives = np.sum(counts[seen] * np.asarray(curve.observed)[seen])
+        assert positives == pytest.approx(float(site.y_val.sum()))
+        gaps = np.abs(np.asarray(curve.observed) - np.asarray(curve.mean_predicted))[seen]
+        assert np.sum(counts[seen] * gaps) / 30 == pytest.approx(result.final[site.name]["ece"])
 
 
 def test_resolve_device() -> None:
@@ -160,6 +186,7 @@ def test_survival_federation_is_scored_by_c_index() -> None:
     for algorithm in (FedMAP(), Individual()):
         result = simulate(algorithm, sites, config, seed=0)
         assert result.task == "survival" and result.metric == "c_index"
+        assert result.reliability == {}  # a calibration curve of risks means nothing
         assert len(result.history) == 4 and all(len(row) == 3 for row in result.history)
         assert result.history[-1] == [result.final[s].primary for s in result.sites]
         records = records_of(Run("cox", algorithm.name, 0), result)

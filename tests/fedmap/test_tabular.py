@@ -408,3 +408,87 @@ def test_load_tabular_site_errors(tmp_path: Path) -> None:
 def test_task_validation(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         TabularTask(**kwargs)  # type: ignore[arg-type]
+
+
+# --- missing values: imputation at the site -------------------------------------------------------
+
+IMPUTED = TabularTask(
+    target="died",
+    drop=("id",),
+    missing=("-1",),
+    categorical={"unit": (1.0, 2.0, 3.0)},
+    impute="median",
+    missing_indicators=("lab",),
+)
+
+
+def test_imputation_keeps_every_row_with_a_target_and_flags_what_was_missing(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "icu"
+    site.mkdir()
+    write(
+        site / "train.csv",
+        "id,age,lab,unit,died",
+        "1,50,2.0,1,0",
+        "2,60,-1,2,1",  # lab missing: imputed with the median 3.0, flagged
+        "3,,4.0,2,0",  # age missing (empty): imputed with the median 60
+        "4,70,3.0,,1",  # unit missing: the most frequent level, 2
+        "5,80,9.0,3,",  # the target missing: dropped, however well the inputs are filled
+    )
+    write(site / "val.csv", "id,age,lab,unit,died", "6,-1,-1,-1,1", "7,40,1.0,1,0")
+    train = read_tabular(site / "train.csv", IMPUTED)
+    assert train.columns == ("age", "lab", "unit_2", "unit_3", "lab_missing")
+    assert (train.dropped_missing, train.imputed, train.rows) == (1, 3, 5)
+    np.testing.assert_array_equal(
+        train.x,
+        [[50, 2, 0, 0, 0], [60, 3, 1, 0, 1], [60, 4, 1, 0, 0], [70, 3, 1, 0, 0]],
+    )
+    assert train.imputer is not None
+    np.testing.assert_array_equal(train.imputer.fill, [60.0, 3.0, 2.0])  # age, lab, unit
+    # the validation rows are filled with the training split's values, not their own
+    val = read_tabular(site / "val.csv", IMPUTED, train.imputer)
+    np.testing.assert_array_equal(val.x, [[60, 3, 1, 0, 1], [40, 1, 0, 0, 0]])
+    data = load_tabular_site(site, IMPUTED)
+    assert data.num_scored == 2 and data.dropped == (1, 0) and data.imputed == (3, 1)
+    # without imputation the same files lose every row with a gap
+    dropping = TabularTask(
+        target="died", drop=("id",), missing=("-1",), categorical=IMPUTED.categorical
+    )
+    assert read_tabular(site / "train.csv", dropping).dropped_missing == 4
+
+
+def test_mean_imputation_and_an_empty_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", "a,b,label", "1,,0", "2,,1", "6,,1")
+    task = TabularTask(impute="mean", missing_indicators=True)
+    split = read_tabular(path, task)
+    assert split.columns == ("a", "b", "a_missing", "b_missing")
+    # b is never present: filled with 0 (standardised to 0 at the site), flagged everywhere
+    np.testing.assert_array_equal(split.x, [[1, 0, 0, 1], [2, 0, 0, 1], [6, 0, 0, 1]])
+    with pytest.raises(ValueError, match="missing_indicators needs impute"):
+        TabularTask(missing_indicators=True)
+
+
+def test_a_tier_3_site_imputes_with_its_reference_rows(tmp_path: Path) -> None:
+    from fedmap.tabular import scoring_features
+
+    task = TabularTask(target="died", missing=("-1",), impute="median", missing_indicators=True)
+    reference = write(tmp_path / "reference.csv", "age,lab", "50,1", "60,-1", "70,5")
+    score = write(tmp_path / "score.csv", "age,lab", "-1,-1", "90,100", "95,200")
+    columns = ["age", "lab", "age_missing", "lab_missing"]
+    read = scoring_features(reference, score, task, columns)
+    # reference.csv's medians (60, 3), never score.csv's own (92.5, 150)
+    np.testing.assert_array_equal(read.rows, [[60, 3, 1, 1], [90, 100, 0, 0], [95, 200, 0, 0]])
+    assert read.imputed == 1 and read.reference.shape == (3, 4)
+
+
+def test_a_missing_site_folder_names_the_stage_that_makes_it() -> None:
+    """On a fresh clone data/ is empty: the message says which `dvc repro` writes the folder."""
+    folder = ROOT / "data" / "fed_heart_disease" / "no-such-centre"
+    recipe = read_federation(ROOT / "federations" / "heart_disease.yaml").task.recipe
+    with pytest.raises(TabularError) as info:
+        load_tabular_site(folder, recipe, name="cleveland")
+    assert str(info.value) == (
+        f"cleveland: the site folder {folder} does not exist; it is made by "
+        "`dvc repro heart_disease_data`"
+    )

@@ -209,8 +209,9 @@ def test_scores_every_row_with_reference_statistics_and_reports_counts_only(
     raw = t.store.get(keys.inference(SITE))
     assert raw is not None
     uploaded = json.loads(raw)
-    assert set(uploaded) == {f.name for f in dataclasses.fields(ScoringSummary)}
-    assert uploaded == dataclasses.asdict(summary)
+    assert set(uploaded) == {f.name for f in dataclasses.fields(ScoringSummary)} | {"n_scored"}
+    assert uploaded == {**dataclasses.asdict(summary), "n_scored": summary.rows}
+    assert summary.n_scored == N_VAL and summary.imputed == 0  # no imputation in this recipe
     assert uploaded["rows"] == N_VAL and uploaded["reference_rows"] == N_TRAIN
     assert uploaded["predicted_positive"] == positives
     assert str(t.folder) not in raw.decode()  # the folder is not reported, only the file name

@@ -248,6 +248,8 @@ def register(
                 if final:
                     mlflow.log_metrics({f"final_{k}": v for k, v in final["personalised"].items()})
                     mlflow.log_metrics({f"local_{k}": v for k, v in final.get("local", {}).items()})
+                    counts = ("n_scored", "n_dropped", "n_imputed")  # validation rows, counts only
+                    mlflow.log_metrics({f"val_{k}": float(final[k]) for k in counts if k in final})
                     if metric in final.get("local", {}):
                         gain = final["personalised"][metric] - final["local"][metric]
                         mlflow.log_metric(f"gain_over_local_{metric}", gain)

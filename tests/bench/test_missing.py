@@ -358,3 +358,23 @@ def test_main_stops_when_the_grid_picks_another_variance(
     with pytest.raises(ConfigError, match=r"missing\.variance is 10, but the grid's best"):
         main(["--config", str(config), "--out", str(out), "--apache", str(apache)])
     assert not out.exists()
+
+
+def test_the_budget_section_reports_both_budgets_and_fedavgs_change() -> None:
+    from bench.missing import budget_section
+
+    budget = [
+        {"rounds": 20, "method": "fedmap", "roc_auc": 0.78, "ece": 0.17, "mean_predicted": 0.26},
+        {"rounds": 20, "method": "fedavg", "roc_auc": 0.80, "ece": 0.06, "mean_predicted": 0.10},
+        {"rounds": 60, "method": "fedmap", "roc_auc": 0.81, "ece": 0.07, "mean_predicted": 0.14},
+        {"rounds": 60, "method": "fedavg", "roc_auc": 0.79, "ece": 0.06, "mean_predicted": 0.09},
+    ]
+    scored = [{"val_rows": 100, "val_deaths": 9}, {"val_rows": 100, "val_deaths": 11}]
+    text = budget_section(budget, scored, 2)
+    assert "why the file runs 60 rounds" in text
+    assert "the validation prevalence\nis 0.100" in text or "prevalence is 0.100" in text.replace(
+        "\n", " "
+    )
+    assert "FedAvg does not gain from the longer one (-0.0100 AUROC)" in text.replace("\n", " ")
+    assert "| 20 | fedmap | 0.7800 | 0.1700 | 0.260 |" in text
+    assert budget_section(budget[:2], scored, 2) == ""  # one budget: nothing to compare

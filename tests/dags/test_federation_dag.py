@@ -415,12 +415,15 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     counts = json.loads(
         store.get(Keys(config.name, run_name(scored.run_id)).inference("site-04")) or b""
     )
-    assert counts["rows"] == n_score and counts["version"] == "1"
+    assert counts["rows"] == counts["n_scored"] == n_score and counts["version"] == "1"
+    assert counts["imputed"] == 0  # this recipe does not impute
     assert set(counts) == {
         "site",
         "model",
         "version",
         "rows",
+        "n_scored",
+        "imputed",
         "predicted_positive",
         "reference_rows",
         "predictions_file",

@@ -121,6 +121,10 @@ def test_register_runs_models_and_gate(
     history = client.get_metric_history(children[0].info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
     assert "gain_over_local_accuracy" in children[0].data.metrics
+    # the clinical metrics and the validation counts reach the MLflow run too
+    child = children[0].data.metrics
+    assert {"final_auprc", "final_brier", "final_ece", "local_ece"} <= set(child)
+    assert child["val_n_scored"] > 0 and child["val_n_dropped"] == 0
     assert client.get_run(first.parent_run_id).data.params["rounds"] == "2"
 
     # rerunning the same DAG run's registration adds nothing and reports the same versions

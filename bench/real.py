@@ -191,8 +191,30 @@ Each site's gain over its local model (Individual), the worst-served site (the o
 model is weakest) and the spread across sites.
 
 {equity_sections(rows, metric)}
+{clinical_section(rows)}
 {ref.notes}
 """
+
+
+def clinical_section(rows: Records) -> str:
+    """Binary tasks: AUROC, AUPRC, Brier score and ECE per model and method (``fedmap.report``);
+    empty for a survival task."""
+    from fedmap.comparison import RECORD_KEYS
+    from fedmap.experiment import SiteRecord
+    from fedmap.report import clinical_markdown
+
+    records = [
+        SiteRecord(
+            str(r["model"]),
+            str(r["method"]),
+            int(r["seed"]),
+            str(r["site"]),
+            {k: float(v) for k, v in r.items() if k not in RECORD_KEYS},
+        )
+        for r in rows
+    ]
+    text = clinical_markdown(records)
+    return text.replace("## clinical metrics", "## Clinical metrics", 1) if text else ""
 
 
 def _tick(bar: tqdm[Any]) -> None:

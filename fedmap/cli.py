@@ -25,6 +25,7 @@ from fedmap.models import MODEL_NAMES
 from fedmap.report import (
     METRIC_LABELS,
     clinical_markdown,
+    json_numbers,
     mean_seconds_per_round,
     plot_curves,
     plot_reliability,
@@ -82,7 +83,8 @@ def simulate_federation(args: argparse.Namespace) -> int:
         )
     out: Path = args.out
     rows = comparison_records(spec, results)
-    write_atomic(out / "results.json", json.dumps(rows, indent=1) + "\n")
+    text = json.dumps(json_numbers(rows), indent=1, allow_nan=False)
+    write_atomic(out / "results.json", text + "\n")
     as_runs = [(Run(spec.name, r.variant.name, r.seed), res) for r, res in results]
     site_records = [
         SiteRecord(spec.name, row["method"], row["seed"], row["site"], _metrics(row))

@@ -30,6 +30,8 @@ class SiteRecord:
     seed: int
     site: str
     metrics: Mapping[str, float]
+    n_scored: int | None = None
+    """The validation rows the metrics were computed on (None where it is not known)."""
 
     def metric(self, name: str) -> float:
         if name not in self.metrics:
@@ -45,12 +47,15 @@ class SiteRecord:
         return self.metric("accuracy")
 
     def as_dict(self) -> dict[str, object]:
-        """scenario, method, seed, site, then the metrics in their task's order."""
+        """scenario, method, seed, site, n_scored (when known), then the metrics in their
+        task's order."""
+        counted = {} if self.n_scored is None else {"n_scored": self.n_scored}
         return {
             "scenario": self.scenario,
             "method": self.method,
             "seed": self.seed,
             "site": self.site,
+            **counted,
             **self.metrics,
         }
 
@@ -102,7 +107,7 @@ def _execute_single_thread(run: Run, config: ExperimentConfig) -> SimulationResu
 
 def records_of(run: Run, result: SimulationResult) -> list[SiteRecord]:
     return [
-        SiteRecord(run.scenario, run.method, run.seed, site, s.as_dict())
+        SiteRecord(run.scenario, run.method, run.seed, site, s.as_dict(), result.n_scored.get(site))
         for site, s in result.final.items()
     ]
 

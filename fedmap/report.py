@@ -10,6 +10,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,18 @@ CLINICAL_METRICS = ("roc_auc", "auprc", "brier", "ece")
 """The clinical-metrics table's columns: discrimination, then calibration."""
 
 
+def json_numbers(value: Any) -> Any:
+    """value with every non-finite float (a NaN ROC-AUC or AUPRC of a one-class split) as None,
+    so the JSON written is standard JSON: ``NaN`` is not a JSON token."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_numbers(v) for v in value]
+    return value
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +52,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_results(records: Sequence[SiteRecord], path: Path) -> None:
-    write_atomic(path, json.dumps([r.as_dict() for r in records], indent=1) + "\n")
+    rows = json_numbers([r.as_dict() for r in records])
+    write_atomic(path, json.dumps(rows, indent=1, allow_nan=False) + "\n")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -42,10 +42,13 @@ class Imputer:
 
     median: fill_j = median_i x_ij over the rows where x_ij is present; mean: their mean; a
     categorical column takes its most frequent level (the first listed on a tie). A column with no
-    value present at all is filled with 0 (its first level if categorical). The values stay at the
-    site, as the standardisation statistics do."""
+    value present at all (``unseen``) is treated as missing in every row it is applied to, so it
+    stays one constant (0, or its first level) and its indicator 1 on every split: the model never
+    sees values the site's statistics know nothing of. The values stay at the site, as the
+    standardisation statistics do."""
 
     fill: NDArray[np.float64]
+    unseen: NDArray[np.bool_]
 
     @staticmethod
     def fit(inputs: NDArray[np.float64], columns: Sequence[str], task: TabularTask) -> Imputer:
@@ -58,10 +61,14 @@ class Imputer:
                 fill[j] = levels[int(np.argmax(counts))]
             elif present.size:
                 fill[j] = np.median(present) if task.impute == "median" else np.mean(present)
-        return Imputer(fill)
+        return Imputer(fill, np.asarray(np.isnan(inputs).all(axis=0), dtype=np.bool_))
+
+    def missing(self, inputs: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Where an input counts as missing: its cell was, or the column is ``unseen``."""
+        return np.isnan(inputs) | self.unseen
 
     def __call__(self, inputs: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.where(np.isnan(inputs), self.fill, inputs)
+        return np.where(self.missing(inputs), self.fill, inputs)
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,13 @@ def _parse(
     absent = [c for c in [*wanted, *task.categorical] if c not in header]
     if absent and columns is None:
         raise TabularError(f"{name}: column(s) {', '.join(map(repr, absent))} missing")
+    if isinstance(task.missing_indicators, tuple):
+        unknown = [c for c in task.missing_indicators if c not in inputs]
+        if unknown:
+            raise TabularError(
+                f"{name}: missing_indicators: {', '.join(map(repr, unknown))} is not an input "
+                "column of the file"
+            )
     if columns is not None and (absent or task.feature_columns(header) != list(columns)):
         raise TabularError(
             f"{name}: the columns do not give the model's {len(columns)} features "
@@ -180,7 +194,8 @@ def encode(
             levels = task.categorical[column]
             parts.append(np.stack([filled[:, j] == v for v in levels[1:]], axis=1))
     flagged = set(task.indicator_columns(header))
-    parts += [np.isnan(inputs[:, [j]]) for j, c in enumerate(columns) if c in flagged]
+    gaps = np.isnan(inputs) if imputer is None else imputer.missing(inputs)
+    parts += [gaps[:, [j]].astype(np.float64) for j, c in enumerate(columns) if c in flagged]
     return np.concatenate([p.astype(np.float64) for p in parts], axis=1)
 
 
@@ -233,14 +248,17 @@ def read_features_only(
     Dropped columns and the targets are ignored when present and not required. Without
     imputation a row cannot be scored without all its features: a missing value is an error,
     not a dropped row, as is a level the recipe does not list. With ``task.impute``, missing
-    inputs are filled by imputer (fitted on ``reference.csv``: :func:`scoring_features`), or by
-    one fitted on this file. Blank lines and a UTF-8 byte-order mark are ignored, as the
+    inputs are filled by imputer, which must be given (fitted on ``reference.csv``:
+    :func:`scoring_features` reads both files so). Blank lines and a UTF-8 byte-order mark are ignored, as the
     contract's reader ignores them. Errors name the file (not its folder), row and column,
     never a cell.
     """
-    parsed, inputs = _features_only(path, task, columns)
     if task.impute != "none" and imputer is None:
-        imputer = Imputer.fit(parsed.inputs, inputs, task)
+        raise ValueError(
+            "an imputing recipe fills a file to score with reference.csv's values: pass its "
+            "imputer, or read both files with scoring_features"
+        )
+    parsed, _ = _features_only(path, task, columns)
     return encode(parsed.inputs, parsed.header, task, imputer)
 
 

@@ -144,6 +144,15 @@ def n_features(task: TaskSpec, contract: Contract) -> int:
             f"task: column(s) {', '.join(absent)} of the recipe are not in the contract's "
             f"columns ({contract.suite_path.name})"
         )
+    indicators = task.recipe.missing_indicators
+    if isinstance(indicators, tuple):
+        inputs = task.recipe.input_columns(columns)
+        unknown = [c for c in indicators if c not in inputs]
+        if unknown:
+            raise ConfigError(
+                f"task.missing_indicators: {', '.join(unknown)} is not an input column of the "
+                f"contract ({contract.suite_path.name})"
+            )
     computed = len(task.recipe.feature_columns(columns))
     if task.n_features is not None and task.n_features != computed:
         raise ConfigError(

@@ -60,6 +60,11 @@ class Registration:
     """``EquitySummary.as_dict()`` of the run; None when no site was evaluated."""
 
 
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that are numbers: a one-class split's NaN ROC-AUC is left out of MLflow."""
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
 def model_name(config: FederationConfig, who: str) -> str:
     return f"fedmap-{config.name}-{who}"
 
@@ -246,8 +251,9 @@ def register(
                         mlflow.log_metrics(metrics, step=t)
                 final = evaluations.get(site)
                 if final:
-                    mlflow.log_metrics({f"final_{k}": v for k, v in final["personalised"].items()})
-                    mlflow.log_metrics({f"local_{k}": v for k, v in final.get("local", {}).items()})
+                    personal, local = final["personalised"], final.get("local", {})
+                    mlflow.log_metrics(_finite({f"final_{k}": v for k, v in personal.items()}))
+                    mlflow.log_metrics(_finite({f"local_{k}": v for k, v in local.items()}))
                     counts = ("n_scored", "n_dropped", "n_imputed")  # validation rows, counts only
                     mlflow.log_metrics({f"val_{k}": float(final[k]) for k in counts if k in final})
                     if metric in final.get("local", {}):

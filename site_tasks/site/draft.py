@@ -231,6 +231,13 @@ def _column_rules(
             notes.append(
                 f"the time column '{column}' has negative values: the drafted suite fails this data"
             )
+    elif not seen.numeric and role is None:
+        # a text column can only be dropped by the recipe (an id, a name): copying its values
+        # into a suite that is shared would copy patient data
+        notes.append(
+            f"column '{column}' holds text: no value set drafted (its values would be copied into "
+            "the suite); drop it in the recipe, or add its rule by hand"
+        )
     elif len(seen.values) <= MAX_IN_SET:
         rules.append(_expectation(IN_SET_RULE, column, value_set=list(seen.values)))
         names.append(f"in set ({len(seen.values)} values)")

@@ -26,6 +26,7 @@ from fedmap.messages import encode_params, make_manifest
 from fedmap.metrics import PRIMARY_METRIC
 from fedmap.params import Params
 from fedmap.priors import prior_mean
+from fedmap.report import json_numbers
 from site_tasks import trust
 from site_tasks.federation import FederationConfig
 from site_tasks.site.train import Prepared, fetch_prior, fit_site, keep_state, prepare, score_params
@@ -63,7 +64,9 @@ def _publish(
     config: FederationConfig, store: ObjectStore, result: SiteEvaluation
 ) -> SiteEvaluation:
     key = Keys.of(config).evaluation(result.site)
-    body = (json.dumps(asdict(result), indent=1, sort_keys=True) + "\n").encode()
+    # a one-class validation split has no ROC-AUC or AUPRC: null in the JSON, NaN when read back
+    text = json.dumps(json_numbers(asdict(result)), indent=1, sort_keys=True, allow_nan=False)
+    body = (text + "\n").encode()
     trust.audited(config, result.site, store).put(key, body, once=False)  # its own report
     metric = result.primary_metric
     log.info(
@@ -173,13 +176,22 @@ def finetune(
 # --- the centre's summary ---------------------------------------------------------------------
 
 
+def _with_nan(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation as read back: each model's null metric (written for NaN) is NaN again."""
+    for model in ("personalised", "prior", "local"):
+        scores = evaluation.get(model)
+        if isinstance(scores, dict):
+            evaluation[model] = {k: math.nan if v is None else v for k, v in scores.items()}
+    return evaluation
+
+
 def read_evaluations(config: FederationConfig, store: ObjectStore) -> dict[str, dict[str, Any]]:
     """Every site's evaluation object that exists, by site name."""
     found = {}
     for site in sorted(config.sites):
         raw = store.get(Keys.of(config).evaluation(site))
         if raw:
-            found[site] = dict(json.loads(raw))
+            found[site] = _with_nan(dict(json.loads(raw)))
     return found
 
 

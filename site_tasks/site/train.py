@@ -204,7 +204,10 @@ def prepare(
     try:
         data = load_tabular_site(folder, config.recipe, target, site)
     except TabularError as exc:  # the message names file, row, column and rule, never a cell
-        raise DataContractError(f"{site}: {exc}") from exc
+        text = str(exc)
+        raise DataContractError(
+            text if text.startswith(f"{site}: ") else f"{site}: {text}"
+        ) from exc
     specs = specs_of(build_model(model_name, data.num_features).state_dict())
     if model_specs(specs_of(prior)) != specs:
         raise PriorUnavailable(
@@ -228,12 +231,14 @@ def fit_site(config: FederationConfig, site: str, round_: int, ready: Prepared) 
     target = ready.device
     detail = f" ({torch.cuda.get_device_name(target)})" if target.type == "cuda" else ""
     data = ready.context.data
-    log.info(
-        "%s: round %d: training on %s%s: %d rows (%d dropped for a missing value, %d imputed)",
+    # under a privacy section a site's row counts stay out of the INFO lines edge workers ship
+    level = logging.DEBUG if config.federation.privacy.active else logging.INFO
+    log.info("%s: round %d: training on %s%s", site, round_, target.type, detail)
+    log.log(
+        level,
+        "%s: round %d: %d rows (%d dropped for a missing value, %d imputed)",
         site,
         round_,
-        target.type,
-        detail,
         data.num_train,
         data.dropped[0],
         data.imputed[0],

@@ -283,3 +283,35 @@ def test_main_end_to_end(tmp_path: Path) -> None:
     text = (out / "heart_disease.md").read_text()
     assert "Seeds [3]" in text and "1 rounds of" in text
     assert (out / "heart_disease.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_page_carries_the_clinical_metrics_of_a_binary_task() -> None:
+    from bench.real import clinical_section
+
+    rows = [
+        {
+            "federation": "h",
+            "model": model,
+            "method": "fedmap",
+            "seed": seed,
+            "site": site,
+            "n_scored": 10,
+            "accuracy": 0.8,
+            "balanced_accuracy": 0.7,
+            "roc_auc": 0.8 + 0.1 * seed,
+            "auprc": 0.6,
+            "brier": 0.1,
+            "ece": 0.05,
+        }
+        for model in ("logreg", "mlp")
+        for seed in (0, 1)
+        for site in ("a", "b")
+    ]
+    text = clinical_section(rows)
+    assert text.startswith("## Clinical metrics") and "### logreg" in text and "### mlp" in text
+    assert "| fedmap | 0.850 ± 0.071 | 0.600 ± 0.000 | 0.100 ± 0.000 | 0.050 ± 0.000 |" in text
+    survival = [{**r, "c_index": 0.7} for r in rows]
+    for r in survival:
+        for m in ("accuracy", "balanced_accuracy", "roc_auc", "auprc", "brier", "ece"):
+            del r[m]
+    assert clinical_section(survival) == ""

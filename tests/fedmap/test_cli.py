@@ -16,7 +16,7 @@ from fedmap.synthetic import generate
 METHODS = ["fedmap", "individual", "fedavg"]
 SITES = [f"site-{k:02d}" for k in range(1, 11)]
 BINARY = ("accuracy", "balanced_accuracy", "roc_auc", "auprc", "brier", "ece")
-KEYS = {"scenario", "method", "seed", "site", *BINARY}
+KEYS = {"scenario", "method", "seed", "site", "n_scored", *BINARY}
 
 
 def _simulate(out: Path, *extra: str) -> int:

@@ -191,7 +191,8 @@ def test_survival_federation_is_scored_by_c_index() -> None:
         assert result.history[-1] == [result.final[s].primary for s in result.sites]
         records = records_of(Run("cox", algorithm.name, 0), result)
         assert all(
-            set(r.as_dict()) == {"scenario", "method", "seed", "site", "c_index"} for r in records
+            set(r.as_dict()) == {"scenario", "method", "seed", "site", "n_scored", "c_index"}
+            for r in records
         )
         c = [r.metric("c_index") for r in records]
         assert all(v > 0.6 for v in c), c

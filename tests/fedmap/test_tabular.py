@@ -14,7 +14,13 @@ import yaml
 from numpy.typing import NDArray
 
 from fedmap.schema import Federation, read_federation
-from fedmap.tabular import TabularError, TabularTask, load_tabular_site, read_tabular
+from fedmap.tabular import (
+    TabularError,
+    TabularTask,
+    load_tabular_site,
+    read_features_only,
+    read_tabular,
+)
 from site_tasks.local.sources import (
     HEART_DISEASE_CENTRES,
     HEART_DISEASE_COLUMNS,
@@ -465,8 +471,16 @@ def test_mean_imputation_and_an_empty_column(tmp_path: Path) -> None:
     assert split.columns == ("a", "b", "a_missing", "b_missing")
     # b is never present: filled with 0 (standardised to 0 at the site), flagged everywhere
     np.testing.assert_array_equal(split.x, [[1, 0, 0, 1], [2, 0, 0, 1], [6, 0, 0, 1]])
+    # ... and stays so where another split has it: the site's statistics know nothing of b
+    val = write(tmp_path / "v.csv", "a,b,label", "4,120,0", ",7,1")
+    np.testing.assert_array_equal(
+        read_tabular(val, task, split.imputer).x, [[4, 0, 0, 1], [3, 0, 1, 1]]
+    )
     with pytest.raises(ValueError, match="missing_indicators needs impute"):
         TabularTask(missing_indicators=True)
+    typo = TabularTask(impute="median", missing_indicators=("bb",))
+    with pytest.raises(TabularError, match="missing_indicators: 'bb' is not an input column"):
+        read_tabular(path, typo)
 
 
 def test_a_tier_3_site_imputes_with_its_reference_rows(tmp_path: Path) -> None:
@@ -480,6 +494,8 @@ def test_a_tier_3_site_imputes_with_its_reference_rows(tmp_path: Path) -> None:
     # reference.csv's medians (60, 3), never score.csv's own (92.5, 150)
     np.testing.assert_array_equal(read.rows, [[60, 3, 1, 1], [90, 100, 0, 0], [95, 200, 0, 0]])
     assert read.imputed == 1 and read.reference.shape == (3, 4)
+    with pytest.raises(ValueError, match="pass its imputer"):  # never score.csv's own medians
+        read_features_only(score, task, columns)
 
 
 def test_a_missing_site_folder_names_the_stage_that_makes_it() -> None:

@@ -101,6 +101,10 @@ def test_a_task_may_override_the_run_the_rounds_the_model_and_training(tmp_path:
         ),
         ({"task": {"contract": "synthetic", "n_features": 29}}, "task.n_features is 29, but"),
         ({"task": {"contract": "elsewhere/none.json"}}, "unknown data contract"),
+        (
+            {"task": {"contract": "synthetic", "impute": "median", "missing_indicators": ["x99"]}},
+            "task.missing_indicators: x99 is not an input column",
+        ),
         ({"algorithm": {"method": "fedavg"}}, "algorithm.method must be one of fedmap"),
         ({"algorithm": {"weighting": "votes"}}, "algorithm: .*weighting must be one of"),
         ({"algorithm": {"variance": -1.0}}, "algorithm: "),

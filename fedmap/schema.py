@@ -12,6 +12,7 @@ Relative paths are taken from the file's own folder. The schema is in ``docs/fed
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import typing
@@ -384,6 +385,29 @@ class Federation:
         return self.storage
 
 
+SUITES = Path(__file__).resolve().parents[1] / "expectations"
+"""The repository's committed suites, named in a federation file by their file's stem."""
+FROM_SUITE = ("target", "time", "missing")
+"""The recipe keys a suite's ``meta.fedmap`` supplies when the task section leaves them out."""
+
+
+def suite_says(path: Path) -> Mapping[str, Any]:
+    """A suite's ``meta.fedmap`` (its target, time column and missing tokens), read as plain JSON
+    without Great Expectations; empty when the file is absent or says nothing (the deployment's
+    check, ``site_tasks.federation``, reports a missing suite)."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    meta = body.get("meta") if isinstance(body, Mapping) else None
+    own = meta.get("fedmap") if isinstance(meta, Mapping) else None
+    return (
+        {k: v for k, v in own.items() if k in FROM_SUITE and v is not None}
+        if isinstance(own, Mapping)
+        else {}
+    )
+
+
 def is_suite_path(contract: str) -> bool:
     """A contract value names a suite file rather than a suite in ``expectations/``."""
     return contract.endswith(".json") or "/" in contract or "\\" in contract
@@ -438,6 +462,11 @@ def task_spec(data: Any, base: Path | None = None) -> TaskSpec:
         suite = suite.resolve()
         contract = suite.stem
     recipe = {k: v for k, v in data.items() if k not in TASK_KEYS}
+    # one place: what the file leaves out of target, time and missing, the suite's meta says
+    for key, value in suite_says(suite or SUITES / f"{contract}.json").items():
+        recipe.setdefault(key, value)
+    if "time" in recipe and "type" not in recipe:
+        recipe["type"] = "survival"
     categorical = recipe.get("categorical", {})
     if not isinstance(categorical, Mapping) or not all(
         isinstance(v, list | tuple) for v in categorical.values()

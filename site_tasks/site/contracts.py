@@ -29,7 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from fedmap.schema import missing_folder
+from fedmap.schema import SUITES, missing_folder
 from site_tasks.site.versioning import dvc_dir_hash, file_sha256
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
         ExpectationValidationResult,
     )
 
-EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
+EXPECTATIONS = SUITES
 # Counts only: BASIC without the 20-value sample that GX would otherwise put in the result.
 RESULT_FORMAT: Mapping[str, Any] = MappingProxyType(
     {"result_format": "BASIC", "partial_unexpected_count": 0}

@@ -87,11 +87,9 @@ def test_csv_folders_to_a_validated_simulated_and_scheduled_federation(
         "name": "icu",
         "schedule": "@weekly",
         "task": {
+            # target and missing tokens: said once, by the suite's meta.fedmap
             "contract": "../consortium/contracts/icu.json",
-            "type": "binary",
-            "target": "died",
             "drop": ["stay_id"],
-            "missing": ["NA"],
             "categorical": {"unit": [1, 2, 3]},
             "impute": "median",
             "missing_indicators": ["sbp", "lactate"],
@@ -137,6 +135,7 @@ def test_csv_folders_to_a_validated_simulated_and_scheduled_federation(
     from site_tasks.storage import Keys, S3Store
 
     config = load_federation(file)
+    assert (config.target, config.recipe.missing) == ("died", ("NA",))
     # age, sbp, lactate, unit_2, unit_3, sbp_missing, lactate_missing
     assert config.model.n_features == 7
     trust.enrol_all(config)

@@ -287,7 +287,8 @@ def _top(**change: Any) -> Any:
         # task
         ("heart_disease", _set("task", "typo", 1), "unknown config key(s): task.typo"),
         ("heart_disease", _set("task", "modle", "mlp"), "task.modle"),
-        ("tcga_brca", _del("task", "time"), "task: a survival task needs time"),
+        # the suite's meta.fedmap names T, so only an explicit empty time is left without one
+        ("tcga_brca", _set("task", "time", None), "task: a survival task needs time"),
         ("heart_disease", _set("task", "time", "T"), "time is only for survival"),
         ("heart_disease", _set("task", "type", "regression"), "type must be one of"),
         ("heart_disease", _del("task", "contract"), "task.contract is required"),
@@ -352,6 +353,23 @@ def test_unreadable_files(tmp_path: Path) -> None:
     scalar.write_text("just text\n")
     with pytest.raises(ConfigError, match=r"scalar\.yaml: expected a mapping at the top level"):
         read_federation(scalar)
+
+
+def test_what_the_task_leaves_out_the_suite_says(tmp_path: Path) -> None:
+    """One place: target, time and missing tokens from the suite's meta.fedmap when the task
+    section does not give them; given, the task's own win (site_tasks checks they agree)."""
+    suite = tmp_path / "icu.json"
+    meta = {"fedmap": {"target": "died", "time": None, "missing": ["-1"]}}
+    suite.write_text(json.dumps({"name": "icu", "expectations": [], "meta": meta}))
+    spec = task_spec({"contract": "icu.json"}, tmp_path)
+    assert (spec.recipe.target, spec.recipe.missing, spec.recipe.type) == (
+        "died",
+        ("-1",),
+        "binary",
+    )
+    assert task_spec({"contract": "icu.json", "target": "y"}, tmp_path).recipe.target == "y"
+    tcga = task_spec({"contract": "fed_tcga_brca"})  # a committed suite, by name
+    assert (tcga.recipe.type, tcga.recipe.target, tcga.recipe.time) == ("survival", "E", "T")
 
 
 def test_task_spec_defaults() -> None:

@@ -62,8 +62,11 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "drop": {"impute": "none", "missing_indicators": False},
     "median": {"impute": "median", "missing_indicators": False},
     "median+indicators": {"impute": "median", "missing_indicators": True},
+    "federated": {"impute": "median", "missing_indicators": True, "statistics": "federation"},
 }
-"""Each strategy's replacement of the recipe's ``impute`` and ``missing_indicators``."""
+"""Each strategy's replacement of the recipe's ``impute``, ``missing_indicators`` and
+``statistics``: ``federated`` is median+indicators with the fill values and the standardisation
+pooled over the sites (counts, sums, medians) instead of each site's own."""
 METHODS = ("fedmap", "individual", "fedavg")
 STAY = "patientunitstayid"
 
@@ -395,6 +398,38 @@ file now runs the budget at which FedMAP's prior has converged, for every method
 """
 
 
+def federated_section(rows: Records) -> str:
+    """Site statistics against federated ones, under median+indicators, per method."""
+    means = {m: seed_means(rows, m) for m in ("roc_auc", "auprc", "brier", "ece")}
+    lines = [
+        "| method | statistics | AUROC | AUPRC | Brier | ECE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in ("fedmap", "individual", "fedavg"):
+        for strategy, label in (("median+indicators", "site"), ("federated", "federation")):
+            if (strategy, method) not in means["roc_auc"]:
+                return ""
+            cells = " | ".join(
+                f"{statistics.fmean(means[m][(strategy, method)]):.4f}" for m in means
+            )
+            lines.append(f"| {method} | {label} | {cells} |")
+    return (
+        """
+## Site or federated statistics
+
+`statistics: site` imputes and standardises every site with its own training statistics;
+`statistics: federation` (the `federated` rows) with global ones, pooled from what each site
+shares of its training split: per input column its count of present values, their sum and its
+median, per categorical column its level counts, then per feature its count, sum and sum of
+squares (`fedmap.shared_statistics`). The global median is the count-weighted median of the
+sites' medians. Under median+indicators, mean over the reported seeds of the mean over sites:
+
+"""
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def budget_section(budget: Records, scored: Sequence[Mapping[str, Any]], epochs: int) -> str:
     """Why the file's rounds: FedMAP and FedAvg at each budget, with FedMAP's calibration."""
     if len({r["rounds"] for r in budget}) < 2:
@@ -610,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = complete_cases(joined)
     text = page(spec, cfg, rows, apache, scored, table, cases, seconds)
     text += budget_section(budget, scored, spec.algorithm.epochs)
+    text += federated_section(rows)
     write_atomic(args.out / "missing.md", text)
     print(f"wrote {args.out / 'missing.md'} in {seconds:.0f} s", file=sys.stderr)
     return 0

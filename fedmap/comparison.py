@@ -85,7 +85,13 @@ def load_sites(spec: Federation, device: torch.device | str = "cpu") -> list[Sit
     members = spec.tier(1)
     if not members:
         raise ConfigError(f"{spec.path}: no tier-1 site to simulate")
-    sites = [load_tabular_site(s.data, spec.task.recipe, device, s.name) for s in members]
+    recipe = spec.task.recipe
+    shared = None
+    if recipe.statistics == "federation":  # pooled from each site's counts, sums and medians
+        from fedmap.shared_statistics import federated_statistics
+
+        shared = federated_statistics([s.data for s in members], recipe)
+    sites = [load_tabular_site(s.data, recipe, device, s.name, shared) for s in members]
     expected = spec.task.n_features or sites[0].num_features
     for site in sites:
         if site.num_features != expected:

@@ -35,6 +35,8 @@ TASKS: tuple[Task, ...] = get_args(Task)
 ModelName = Literal["logreg", "mlp", "mlp-bn"]
 Impute = Literal["none", "median", "mean"]
 IMPUTE: tuple[Impute, ...] = get_args(Impute)
+Statistics = Literal["site", "federation"]
+STATISTICS: tuple[Statistics, ...] = get_args(Statistics)
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 """``fedmap.models.build_model``'s names."""
 PRIORS = ("gaussian", "diagonal", "icnn")
@@ -147,6 +149,11 @@ class TabularTask:
     missing_indicators: bool | tuple[str, ...] = False
     """A 0/1 input ``<column>_missing`` per feature column (true: every kept input column; a
     list: those columns), 1 where the cell was missing before imputation. Needs ``impute``."""
+    statistics: Statistics = "site"
+    """site: each site imputes and standardises with its own training statistics. federation:
+    with global ones pooled from what each site shares of its training split (per column its
+    count, sum and median; per feature its count, sum and sum of squares; never a row:
+    ``fedmap.shared_statistics``). The simulator runs it; a deployment refuses it for now."""
 
     def __post_init__(self) -> None:
         if self.type not in TASKS:
@@ -160,6 +167,10 @@ class TabularTask:
                 raise ValueError(f"categorical.{column} needs at least two distinct levels")
         if self.impute not in IMPUTE:
             raise ValueError(f"impute must be one of {', '.join(IMPUTE)}, got {self.impute!r}")
+        if self.statistics not in STATISTICS:
+            raise ValueError(
+                f"statistics must be one of {', '.join(STATISTICS)}, got {self.statistics!r}"
+            )
         if self.missing_indicators not in (True, False) and not (
             isinstance(self.missing_indicators, tuple)
             and all(isinstance(c, str) for c in self.missing_indicators)

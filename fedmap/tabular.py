@@ -179,6 +179,13 @@ def _parse(
     return _Parsed(x, y, header, dropped)
 
 
+def read_inputs(path: Path, task: TabularTask) -> tuple[NDArray[np.float64], list[str]]:
+    """A training file's inputs (N, C) in header order, NaN where missing, of the rows the
+    recipe keeps, and the header: what a site summarises for federated statistics."""
+    parsed = _parse(path, task, path, targets=True)
+    return parsed.inputs, parsed.header
+
+
 def encode(
     inputs: NDArray[np.float64], header: Sequence[str], task: TabularTask, imputer: Imputer | None
 ) -> NDArray[np.float64]:
@@ -288,20 +295,27 @@ def scoring_features(
 
 
 def load_tabular_site(
-    folder: Path, task: TabularTask, device: torch.device | str = "cpu", name: str | None = None
+    folder: Path,
+    task: TabularTask,
+    device: torch.device | str = "cpu",
+    name: str | None = None,
+    shared: tuple[Imputer | None, Standardiser | None] | None = None,
 ) -> SiteData:
     """A site's ``train.csv`` and ``val.csv`` as tensors, standardised with the training rows'
-    statistics when the task says so (a constant column maps to 0)."""
+    statistics when the task says so (a constant column maps to 0). shared: an imputer and a
+    standardiser pooled over the federation (``fedmap.shared_statistics``) used instead of the
+    site's own."""
     if not folder.is_dir():
         raise TabularError(missing_folder(folder, name or folder.name))
-    train = read_tabular(folder / SPLITS[0], task)
+    imputer, pooled = shared if shared is not None else (None, None)
+    train = read_tabular(folder / SPLITS[0], task, imputer)
     val = read_tabular(folder / SPLITS[1], task, train.imputer)
     site = name or folder.name
     if len(train.y) < 2:
         raise TabularError(f"{folder / SPLITS[0]}: {site} has {len(train.y)} usable rows")
     if train.columns != val.columns:
         raise TabularError(f"{folder}: train.csv and val.csv have different columns")
-    scale = Standardiser.fit(train.x) if task.standardise else None
+    scale = (pooled or Standardiser.fit(train.x)) if task.standardise else None
 
     def features(x: NDArray[np.float64]) -> torch.Tensor:
         z = scale(x) if scale is not None else x

@@ -184,6 +184,12 @@ def load_federation(path: Path, deployed: bool = True) -> FederationConfig:
     if deployed:
         federation.require_storage()
     try:
+        if federation.task.recipe.statistics != "site":
+            raise ConfigError(
+                "task.statistics: federation pools the sites' statistics in the simulator only "
+                "(fedmap simulate, bench/missing.py); a deployment imputes and standardises "
+                "with each site's own (statistics: site)"
+            )
         contract = data_contract(federation.task)
         inputs = n_features(federation.task, contract)
         method = _method(federation.algorithm)

@@ -290,9 +290,9 @@ def test_main_end_to_end(tmp_path: Path) -> None:
     results = json.loads((out / "missing_results.json").read_text())
     methods = ("fedmap", "fedmap-untuned", "individual", "fedavg")
     assert sorted({(r["strategy"], r["method"], r["seed"]) for r in results["records"]}) == sorted(
-        (s, m, 7) for s in ("drop", "median", "median+indicators") for m in methods
+        (s, m, 7) for s in ("drop", "median", "median+indicators", "federated") for m in methods
     )
-    assert len(results["records"]) == 3 * 4 * 3
+    assert len(results["records"]) == 4 * 4 * 3  # strategies x methods x sites
     assert {(r["strategy"], r["method"], r["seed"]) for r in results["tuning"]} == {
         ("median", "fedmap@1", 100),
         ("median+indicators", "fedmap@1", 100),
@@ -304,6 +304,7 @@ def test_main_end_to_end(tmp_path: Path) -> None:
         assert row["val_rows"] == 24 and row["train_rows"] == 40
         assert row["drop"]["scored"] == complete
         assert row["median"]["scored"] == row["median+indicators"]["scored"] == 24
+        assert row["federated"]["scored"] == 24
     assert [r["scored"] for r in results["apache"]] == [20, 20, 20]
     assert results["apache"][0]["roc_auc"] == 1.0
     assert set(results["reliability"]) == {"fedmap", "individual", "fedavg", "apache-iva"}

@@ -5,6 +5,7 @@ column but never a cell."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -508,3 +509,39 @@ def test_a_missing_site_folder_names_the_stage_that_makes_it() -> None:
         f"cleveland: the site folder {folder} does not exist; it is made by "
         "`dvc repro heart_disease_data`"
     )
+
+
+def test_federated_statistics_pool_counts_sums_and_medians(tmp_path: Path) -> None:
+    """statistics: federation: the global fill and scale come from what each site shares of its
+    training split (counts, sums, medians; then per-feature sums of squares), never a row."""
+    from fedmap.shared_statistics import federated_statistics, weighted_median
+
+    assert weighted_median(np.array([5.0, 1.0, 3.0]), np.array([1.0, 1.0, 5.0])) == 3.0
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    write(a / "train.csv", "x,u,label", "1,1,0", "3,1,1", ",2,0")  # median 2 over 2 present
+    write(a / "val.csv", "x,u,label", ",1,1")
+    write(b / "train.csv", "x,u,label", "10,2,0", "20,2,1", "30,2,1", "40,,0")  # median 25 over 4
+    write(b / "val.csv", "x,u,label", "5,,0")
+    task = TabularTask(
+        categorical={"u": (1.0, 2.0)},
+        impute="median",
+        missing_indicators=("x",),
+        statistics="federation",
+    )
+    imputer, scale = federated_statistics([a, b], task)
+    assert imputer is not None and scale is not None
+    # x: the n-weighted median of the medians (2 with n=2, 25 with n=4) is 25; u: level 2 (4 of 6)
+    np.testing.assert_array_equal(imputer.fill, [25.0, 2.0])
+    site_a = load_tabular_site(a, task, shared=(imputer, scale))
+    # a's missing x in val is filled with the global 25, not a's own 2, and scaled globally
+    features = np.array(
+        [[1, 0, 0], [3, 0, 0], [25, 1, 1], [10, 1, 0], [20, 1, 0], [30, 1, 0], [40, 1, 0]]
+    )
+    mean, std = features.mean(axis=0), features.std(axis=0)
+    np.testing.assert_allclose(
+        site_a.x_val.numpy(), [(np.array([25, 0, 1]) - mean) / std], rtol=1e-6
+    )
+    own = load_tabular_site(a, dataclasses.replace(task, statistics="site"))
+    assert not np.allclose(own.x_val.numpy(), site_a.x_val.numpy())

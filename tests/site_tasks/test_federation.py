@@ -105,6 +105,10 @@ def test_a_task_may_override_the_run_the_rounds_the_model_and_training(tmp_path:
             {"task": {"contract": "synthetic", "impute": "median", "missing_indicators": ["x99"]}},
             "task.missing_indicators: x99 is not an input column",
         ),
+        (
+            {"task": {"contract": "synthetic", "statistics": "federation"}},
+            "task.statistics: federation pools the sites' statistics in the simulator only",
+        ),
         ({"algorithm": {"method": "fedavg"}}, "algorithm.method must be one of fedmap"),
         ({"algorithm": {"weighting": "votes"}}, "algorithm: .*weighting must be one of"),
         ({"algorithm": {"variance": -1.0}}, "algorithm: "),

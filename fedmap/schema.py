@@ -402,21 +402,26 @@ FROM_SUITE = ("target", "time", "missing")
 """The recipe keys a suite's ``meta.fedmap`` supplies when the task section leaves them out."""
 
 
-def suite_says(path: Path) -> Mapping[str, Any]:
-    """A suite's ``meta.fedmap`` (its target, time column and missing tokens), read as plain JSON
-    without Great Expectations; empty when the file is absent or says nothing (the deployment's
-    check, ``site_tasks.federation``, reports a missing suite)."""
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+def meta_fedmap(body: Any) -> dict[str, Any]:
+    """What a suite's ``meta.fedmap`` says, of ``FROM_SUITE`` (target, time, missing), leaving
+    out what it does not say; a ValueError when ``meta.fedmap`` is there but not a mapping."""
     meta = body.get("meta") if isinstance(body, Mapping) else None
     own = meta.get("fedmap") if isinstance(meta, Mapping) else None
-    return (
-        {k: v for k, v in own.items() if k in FROM_SUITE and v is not None}
-        if isinstance(own, Mapping)
-        else {}
-    )
+    if own is None:
+        return {}
+    if not isinstance(own, Mapping):
+        raise ValueError("meta.fedmap must be a mapping")
+    return {k: v for k, v in own.items() if k in FROM_SUITE and v is not None}
+
+
+def suite_says(path: Path) -> Mapping[str, Any]:
+    """A suite's ``meta.fedmap`` read as plain JSON without Great Expectations; empty when the
+    file is absent or unreadable (the deployment's check, ``site_tasks.federation``, reports
+    that suite and why)."""
+    try:
+        return meta_fedmap(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def is_suite_path(contract: str) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from fedmap.schema import SUITES, missing_folder
+from fedmap.schema import SUITES, meta_fedmap, missing_folder
 from site_tasks.site.versioning import dvc_dir_hash, file_sha256
 
 if TYPE_CHECKING:
@@ -225,11 +225,8 @@ def _batch_definition() -> BatchDefinition[Any]:
 def feature_columns(contract: str | Path | Contract) -> tuple[str, ...]:
     """The contract's ordered columns without its target, read from the suite's JSON (no GX)."""
     spec = contract_named(contract)
-    for expectation in _suite_json(spec.suite_path).get("expectations", []):
-        if expectation.get("type") == COLUMNS_RULE:
-            targets = (spec.label, *spec.extra_targets)
-            return tuple(c for c in expectation["kwargs"]["column_list"] if c not in targets)
-    return ()
+    targets = (spec.label, *spec.extra_targets)
+    return tuple(c for c in suite_columns(spec.suite_path) if c not in targets)
 
 
 def suite_columns(path: Path) -> tuple[str, ...]:
@@ -282,10 +279,11 @@ class SuiteMeta:
 
 
 def suite_meta(path: Path) -> SuiteMeta:
-    meta = _suite_json(path).get("meta") or {}
-    own = meta.get("fedmap") or {} if isinstance(meta, dict) else {}
-    if not isinstance(own, dict):
-        raise ValueError(f"{path}: meta.fedmap must be a mapping")
+    body = _suite_json(path)  # its own errors name the path
+    try:
+        own = meta_fedmap(body)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     missing = own.get("missing")
     return SuiteMeta(
         None if own.get("target") is None else str(own["target"]),

@@ -51,7 +51,7 @@ from bench.missing_report import (
 )
 from fedmap.comparison import ComparisonRun, Variant, compare, default_variants, records
 from fedmap.metrics import auprc, brier, ece, pool_reliability, reliability, roc_auc
-from fedmap.report import write_atomic
+from fedmap.report import json_numbers, write_atomic
 from fedmap.schema import ConfigError, Federation, TabularTask, from_mapping, read_federation
 from fedmap.simulator import ENGINES, EngineName, SimulationResult
 from fedmap.tabular import load_tabular_site
@@ -519,17 +519,6 @@ def _header(spec: Federation) -> list[str]:
 # ---- the command -----------------------------------------------------------------------------
 
 
-def _clean(value: Any) -> Any:
-    """NaN -> None, so the JSON files are JSON (a site with one class has no AUROC)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _pooled(results: Sequence[tuple[ComparisonRun, SimulationResult]]) -> dict[str, Any]:
     """method -> its reliability curve pooled over every site and seed of results."""
     by_method: dict[str, list[Any]] = defaultdict(list)
@@ -638,9 +627,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reliability": {k: asdict(v) for k, v in curves.items()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "missing_results.json", json.dumps(_clean(out), indent=1) + "\n")
+    write_atomic(
+        args.out / "missing_results.json",
+        json.dumps(json_numbers(out), indent=1, allow_nan=False) + "\n",
+    )
     metrics = metrics_of(rows, apache, cfg, table, seconds)
-    write_atomic(args.out / "missing_metrics.json", json.dumps(_clean(metrics), indent=1) + "\n")
+    write_atomic(
+        args.out / "missing_metrics.json",
+        json.dumps(json_numbers(metrics), indent=1, allow_nan=False) + "\n",
+    )
     plot(rows, apache, curves, args.out / "missing.png")
     cases = complete_cases(joined)
     text = page(spec, cfg, rows, apache, scored, table, cases, seconds)

@@ -8,7 +8,7 @@ import math
 import os
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def json_numbers(value: Any) -> Any:
     so the JSON written is standard JSON: ``NaN`` is not a JSON token."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: json_numbers(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_numbers(v) for v in value]

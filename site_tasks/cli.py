@@ -210,17 +210,6 @@ def private(args: argparse.Namespace) -> int:
         return 2
 
 
-def _no_storage(path: Path) -> bool:
-    """The federation file has no ``storage`` section (a hospital trying its data before it
-    joins); the file's other errors are reported when it is loaded."""
-    from fedmap.schema import read_federation
-
-    try:
-        return read_federation(path).storage is None
-    except ConfigError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return audit_verify(args)
@@ -245,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("site_tasks")
     try:
-        local = args.command == "validate" and (args.local or _no_storage(args.federation))
-        config = load_federation(args.federation, deployed=not local)
+        # validate may run before the site joins, on a file without storage
+        config = load_federation(args.federation, deployed=args.command != "validate")
+        no_storage = config.federation.storage is None
+        local = args.command == "validate" and (args.local or no_storage)
         if getattr(args, "site", None) is not None:
             config.site(args.site)
         if local:  # before joining: check the files, print, keep and upload nothing

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from fedmap.schema import read_federation
 from site_tasks.federation import load_federation
-from site_tasks.local.demo import TIERS, _fields, table, write_data, write_federation
+from site_tasks.local.airflow_run import _fields
+from site_tasks.local.demo import TIERS, table, write_data, write_federation
 from site_tasks.local.stack import Stack
 
 

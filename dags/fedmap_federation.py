@@ -7,6 +7,8 @@ The graph of a run (each site task is mapped over the sites and named by site in
 2. ``validate [site]``: every site with data checks it against the federation's contract, once
    per run, and records each file's SHA-256. A site that fails is *skipped* for this run (the
    reason is in its log) and the others go on. Later steps only check those digests.
+   ``validated`` is their join (it runs whatever they ended in), so the graph draws one edge
+   from the validations to the rounds.
 3. ``train [site]`` (tier 1), one task per site for every round: a sensor in ``reschedule`` mode
    whose every poke trains the site's next round as soon as its prior is committed (the local
    MAP step under the round's prior), then gives its worker slot back. It runs on the site's
@@ -24,7 +26,18 @@ The graph of a run (each site task is mapped over the sites and named by site in
 6. ``register``: MLflow parent and nested runs, registered models, the equity summary and the
    champion gate (skipped without an MLflow server).
 7. ``release``: when the new prior became ``champion``, it updates the Asset
-   ``fedmap-<name>-prior-champion``, which schedules ``fedmap_<name>_inference``.
+   ``fedmap-<name>-prior-champion``, which schedules ``fedmap_<name>_inference``. The asset
+   event's extra names the champion: ``model``, ``version``, ``uri`` and ``dag_run_id``.
+8. ``summarise``: the run's note (sites per round, quorum decisions, the gate, equity), whatever
+   the run ended in; it is set on the DAG run through the API server of the connection
+   ``fedmap_airflow`` when there is one (under ``airflow dags test`` the demo's runner sets it).
+   When ``register`` failed it fails too, after the note, so that clearing the run's failed
+   tasks writes the note again.
+
+Where to look: each task's log (a site's device, log omega and where its update went are in its
+``train`` log; the equity table in ``register``'s), this run's note, and in MLflow the parent
+run's ``rounds_sites.png`` (w_k, the validation score and failures per round and site) and
+``site_gain.png``.
 
 To resume a run whose ``aggregate`` failed, clear the run's failed tasks (the UI's "Clear, only
 failed"): every step reads its progress from storage and the sites' disks, so nothing is retrained.
@@ -66,6 +79,9 @@ AGGREGATE_RETRIES = int(os.environ.get("FEDMAP_AGGREGATE_RETRIES", "2"))
 """Retries of the centre's aggregate after an error that is not a decision (a lost node, the
 executor's late report of a poke, apache/airflow#71172); below the quorum it fails at once."""
 GATE_TOLERANCE = float(os.environ.get("FEDMAP_GATE_TOLERANCE", "0.01"))
+AIRFLOW_API = os.environ.get("FEDMAP_AIRFLOW_API_CONNECTION", "fedmap_airflow")
+"""The connection to Airflow's own API server (host: its URL; login and password, unless every
+user is admin), through which ``summarise`` sets the run's note."""
 POKE_S = float(os.environ.get("FEDMAP_POKE_INTERVAL_S", "0"))
 """Seconds between two pokes of a site's waiting train task: 0 suits ``dags test`` and the
 LocalExecutor; on edge workers it must outlast a poke's wind-down (``make federation-up`` and
@@ -91,6 +107,15 @@ def _run_id() -> str:
     return str(get_current_context()["run_id"])
 
 
+def _url(conn: Any) -> str:
+    """An HTTP connection's URL: its host when that is one, else schema://host:port."""
+    host = str(conn.host or "")
+    if "://" in host:
+        return host
+    port = f":{conn.port}" if conn.port else ""
+    return f"{conn.schema or 'http'}://{host}{port}"
+
+
 def _environment(fed: Federation, site: bool) -> dict[str, str]:
     """The federation's Airflow connections as the variables boto3 and MLflow read. A site's
     worker may lack the MLflow connection (tiers 1-2 never use it); the centre may not."""
@@ -114,11 +139,7 @@ def _environment(fed: Federation, site: bool) -> dict[str, str]:
             if not site:
                 raise
             return env
-        host = str(server.host or "")
-        if "://" not in host:
-            port = f":{server.port}" if server.port else ""
-            host = f"{server.schema or 'http'}://{host}{port}"
-        env["MLFLOW_TRACKING_URI"] = host
+        env["MLFLOW_TRACKING_URI"] = _url(server)
     return env
 
 
@@ -161,6 +182,32 @@ def _states(task_id: str) -> dict[str, str]:
     return {k: str(v) for k, v in found.get(ti.run_id, {}).items()}
 
 
+def _note(note: str, ended: list[str]) -> None:
+    """Log the run's note, keep it as the XCom ``note`` and set it on the run through the API
+    server of the connection AIRFLOW_API when one is defined and answers (under ``airflow dags
+    test`` none does: the demo's runner sets it from the XCom). ``ended``: the tasks that did
+    not succeed; then this task fails too, after the note, so that clearing a run's failed tasks
+    writes its note again once the run goes on."""
+    from airflow.sdk import Connection
+
+    from site_tasks.centre import steps
+
+    context = get_current_context()
+    print(note)
+    context["ti"].xcom_push(key="note", value=note)
+    try:
+        api = Connection.get(AIRFLOW_API)
+        steps.publish_note(
+            _url(api), context["dag"].dag_id, _run_id(), note, api.login, api.password
+        )
+    except AirflowNotFoundException:
+        print(f"no connection {AIRFLOW_API}: the note is this task's XCom 'note'")
+    except OSError as exc:
+        print(f"the note was not set through {AIRFLOW_API} ({exc}); it is this task's XCom 'note'")
+    if ended:
+        raise AirflowFailException(f"the run did not finish ({', '.join(ended)}); see the note")
+
+
 def build(fed: Federation) -> Any:
     path = str(fed.path)
     members = fed.tier(1, 2)
@@ -190,6 +237,10 @@ def build(fed: Federation) -> Any:
 
             with at_site(fed, site):
                 return steps.validate_site(Path(path), _run_id(), site)
+
+        @task(trigger_rule="all_done")
+        def validated() -> None:
+            """The join of the validations: the rounds start once every site's has ended."""
 
         @task.sensor(
             mode="reschedule",
@@ -278,7 +329,25 @@ def build(fed: Federation) -> Any:
             """Announce a new champion prior; the tier-3 inference DAG is scheduled on it."""
             if result.get("alias") != "champion":
                 raise AirflowSkipException(f"no new champion: {result.get('reason')}")
-            return f"{result['model']}@champion is version {result['prior_version']}"
+            model, version = result["model"], result["prior_version"]
+            get_current_context()["outlet_events"][champion_asset(fed)].extra = {
+                "model": model,
+                "version": version,
+                "uri": f"models:/{model}/{version}",
+                "dag_run_id": _run_id(),
+            }
+            return f"{model}@champion is version {version}"
+
+        @task(trigger_rule="all_done")
+        def summarise() -> None:
+            """The run's note: sites per round, quorum decisions, the gate's decision, equity."""
+            from site_tasks.centre import steps
+
+            registered = get_current_context()["ti"].xcom_pull(task_ids="register")
+            state = _states("register").get("register")
+            with settings(fed):
+                note = steps.run_note(Path(path), _run_id(), registered, state)
+            _note(note, ended=[] if state in ("success", "skipped") else [f"register {state}"])
 
         begin = start()
         checked = validate.partial(site_queues=[s.queue for s in members]).expand(
@@ -291,13 +360,16 @@ def build(fed: Federation) -> Any:
         final = finalise.partial(site_queues=[s.queue for s in members]).expand(
             site=[s.name for s in members]
         )
-        begin >> checked >> [trained, rounds]
+        begin >> checked >> validated() >> [trained, rounds]
         rounds >> final
         registered = register()
         # register, not the trains, ends the run: a site whose training failed is tolerated by the
         # quorum and must not fail the run as a leaf task
         [final, trained] >> registered
         release(registered)  # type: ignore[arg-type]  # an XComArg resolves to the dict
+        # beside release, not after it: release stays a leaf, so a run whose rounds failed still
+        # ends failed, and summarise still writes its note
+        registered >> summarise()
 
     return federation()
 
@@ -320,6 +392,8 @@ Runs when ``fedmap_<name>`` releases a new champion prior (the Asset
 the task recipe (standardising with its own reference rows when the recipe does), and writes
 ``predictions_<model>_v<version>.csv`` (probabilities, or risk scores for survival) to its output
 folder. No training; only counts leave the site. One site's failure does not stop another.
+Each score log names the version it scored with, and the version the triggering asset event
+announced. ``summarise`` writes the run's note: the version each site scored with, its counts.
 """
 
 
@@ -349,9 +423,36 @@ def build_inference(fed: Federation) -> Any:
             from site_tasks.site import steps
 
             with settings(fed, site=True):
-                return steps.score_site(Path(path), _run_id(), site)
+                result = steps.score_site(Path(path), _run_id(), site)
+            events = get_current_context()["triggering_asset_events"]
+            announced = [e.extra.get("version") for e in events.get(champion_asset(fed), [])]
+            print(
+                f"{site}: scored with {result['model']} version {result['version']}; the "
+                f"triggering asset event announced version {announced[-1] if announced else '-'}"
+            )
+            return result
 
-        score.partial(site_queues=[s.queue for s in clinics]).expand(site=[s.name for s in clinics])
+        @task(trigger_rule="all_done")
+        def summarise() -> None:
+            """The run's note: the model version each site scored with, and its counts."""
+            from site_tasks.centre import steps
+
+            ti = get_current_context()["ti"]
+            results = ti.xcom_pull(task_ids="score", map_indexes=list(range(len(clinics))))
+            names = [s.name for s in clinics]
+            found = {n: r for n, r in zip(names, results, strict=True) if r is not None}
+            states = _states("score")
+            ended = [
+                f"score [{n}] {states.get(f'score_{i}')}"
+                for i, n in enumerate(names)
+                if n not in found
+            ]
+            _note(steps.inference_note(fed.name, names, found), ended)
+
+        scored = score.partial(site_queues=[s.queue for s in clinics]).expand(
+            site=[s.name for s in clinics]
+        )
+        scored >> summarise()
 
     return inference()
 

@@ -11,7 +11,13 @@ from fedmap.algorithms.fedavg import FedAvg, FedAvgFineTune, FedProx
 from fedmap.algorithms.fedbn import FedBN
 from fedmap.algorithms.fedmap import FedMAP
 from fedmap.algorithms.fedper import FedPer
-from fedmap.algorithms.individual import Individual
+from fedmap.algorithms.individual import (
+    EarlyStopped,
+    Individual,
+    early_stopped,
+    holdout,
+    local_only,
+)
 from fedmap.algorithms.protocol import Algorithm, LocalResult, SiteContext, SiteUpdate
 
 REGISTRY: dict[str, Callable[..., Algorithm]] = {
@@ -50,6 +56,7 @@ __all__ = [
     "REGISTRY",
     "Algorithm",
     "Ditto",
+    "EarlyStopped",
     "FedAvg",
     "FedAvgFineTune",
     "FedBN",
@@ -61,4 +68,7 @@ __all__ = [
     "SiteContext",
     "SiteUpdate",
     "build_algorithm",
+    "early_stopped",
+    "holdout",
+    "local_only",
 ]

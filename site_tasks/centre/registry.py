@@ -21,7 +21,8 @@ import math
 import os
 import statistics
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from fedmap.metrics import PRIMARY_METRIC
 from fedmap.models import build_model
 from fedmap.params import Params
 from fedmap.priors import PREFIX, prior_mean
+from fedmap.run_plots import RoundSite, SiteGain, plot_rounds_sites, plot_site_gain
 from fedmap.signing import CENTRE
 from site_tasks import trust
 from site_tasks.centre.released import log_privacy, read_final_prior, shared_model
@@ -87,6 +89,72 @@ def primary_metric(config: FederationConfig) -> str:
 def _json(store: ObjectStore, key: str) -> dict[str, Any]:
     raw = store.get(key)
     return dict(json.loads(raw)) if raw else {}
+
+
+def round_cells(
+    summaries: Mapping[int, Mapping[str, Any]],
+    members: Sequence[str],
+    metric: str,
+    withheld: bool = False,
+) -> list[RoundSite]:
+    """Every tier-1 member in every round with a summary: its weight w_k and the validation
+    ``metric`` it reported when its update counted, else why not (rejected with the reason, or
+    missing). ``withheld`` (a privacy section): the statuses only, no weights or metrics."""
+    cells = []
+    for t, summary in sorted(summaries.items()):
+        if not summary:
+            continue
+        contributed, rejected = set(summary.get("contributed", [])), summary.get("rejected", {})
+        for site in members:
+            if site in contributed and not withheld:
+                weight = summary.get("weights", {}).get(site)
+                score = summary.get("metrics", {}).get(site, {}).get(f"val_{metric}")
+                cells.append(RoundSite(t, site, weight, None if score is None else float(score)))
+            elif site in contributed:
+                cells.append(RoundSite(t, site))
+            elif site in rejected:
+                cells.append(RoundSite(t, site, failure=f"rejected: {rejected[site]}"))
+            else:
+                cells.append(RoundSite(t, site, failure="missing"))
+    return cells
+
+
+def site_gains(
+    config: FederationConfig, evaluations: Mapping[str, Mapping[str, Any]], metric: str
+) -> list[SiteGain]:
+    """Each evaluated site's personalised score against its local-only model's (tiers 1-2)."""
+    gains = []
+    for site, e in sorted(evaluations.items()):
+        own, local = e.get("personalised", {}).get(metric), e.get("local", {}).get(metric)
+        if own is not None and local is not None and math.isfinite(own) and math.isfinite(local):
+            gains.append(SiteGain(site, config.site(site).tier, float(local), float(own)))
+    return gains
+
+
+def _log_pictures(
+    config: FederationConfig,
+    summaries: Mapping[int, Mapping[str, Any]],
+    evaluations: Mapping[str, Mapping[str, Any]],
+    members: Sequence[str],
+    metric: str,
+) -> None:
+    """``rounds_sites.png`` (with its numbers, ``rounds_sites.json``) and ``site_gain.png`` on
+    the active (parent) run."""
+    import mlflow
+
+    cells = round_cells(summaries, members, metric, config.federation.privacy.active)
+    gains = site_gains(config, evaluations, metric)
+    label = f"fedmap-{config.name}, run {config.run}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if cells:
+            title = f"{label}: rounds x sites"
+            mlflow.log_artifact(
+                str(plot_rounds_sites(cells, Path(tmp) / "rounds_sites.png", title, metric))
+            )
+            mlflow.log_dict({"cells": [asdict(c) for c in cells]}, "rounds_sites.json")
+        if gains:
+            title = f"{label}: gain of each site's personalised model over local-only ({metric})"
+            mlflow.log_artifact(str(plot_site_gain(gains, Path(tmp) / "site_gain.png", title)))
 
 
 def tracking_uri(config: FederationConfig) -> str | None:
@@ -160,7 +228,10 @@ def register(
     metric: accuracy, or the C-index for survival) over the evaluated sites is more than
     ``tolerance`` below the current champion's, in which case it becomes ``challenger`` and the
     reason is logged. The equity summary goes to the log, to the parent run (``equity.md`` and
-    ``equity_*`` metrics) and into the returned Registration.
+    ``equity_*`` metrics) and into the returned Registration. The parent run also gets two
+    pictures: ``rounds_sites.png`` (each tier-1 site's w_k and validation score per round, its
+    rejected and missing rounds marked; the numbers in ``rounds_sites.json``) and
+    ``site_gain.png`` (each evaluated site's gain over its local-only model).
     """
     import mlflow
 
@@ -228,8 +299,10 @@ def register(
             mlflow.log_metrics(fairness.metrics())
             mlflow.log_text(fairness.markdown, "equity.md")
             mlflow.log_dict(fairness.as_dict(), "equity.json")
+        summaries = {t: _json(store, keys.summary(t)) for t in range(1, rounds + 1)}
+        _log_pictures(config, summaries, evaluations, members, metric)
         site_versions: dict[str, str] = {}
-        accepted_sha256 = _json(store, keys.summary(rounds)).get("sha256", {})
+        accepted_sha256 = summaries[rounds].get("sha256", {})
         for site in members:
             validation = _json(store, keys.validation(site))
             with mlflow.start_run(run_name=site, nested=True):
@@ -243,7 +316,7 @@ def register(
                 )
                 for t in range(1, rounds + 1):
                     manifest = _json(store, keys.update(t, site)[1])
-                    summary = _json(store, keys.summary(t))
+                    summary = summaries[t]
                     if manifest and not section.active:  # under privacy: withheld
                         metrics = {k: float(v) for k, v in manifest.get("metrics", {}).items()}
                         metrics["log_omega"] = float(manifest.get("log_omega", 0.0))

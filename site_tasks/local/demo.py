@@ -1,10 +1,12 @@
 """``make demo``: a whole federation through the real stack, on one machine.
 
 1. Start the local S3 server and the MLflow server (unless ``make up`` already runs them).
-2. Write a synthetic label-skew federation of 14 hospitals: 10 tier-1 (train every round),
-   2 tier-2 (fine-tune the final prior) and 2 tier-3 (inference only), and ``demo.yaml``.
+2. Write 14 simulated hospitals that share one patient population (``fedmap.hospitals``,
+   ``site_tasks.local.demo_data``): 10 tier-1 (train every round), 2 tier-2 (fine-tune the final
+   prior) and 2 tier-3 clinics (inference only), and ``demo.yaml``.
 3. ``airflow dags test fedmap_demo``, then ``airflow dags test fedmap_demo_inference``.
-4. Print a per-site table (local-only model vs FedMAP), where to look, and a JSON summary.
+4. Print a per-site table (accuracy and AUROC of each site's baseline and of FedMAP), write one
+   PNG of each site's gain, print where to look and a JSON summary.
 5. Stop the services it started.
 
 Everything lives under ``.state/``. A second run reuses the data and warm-starts from the
@@ -23,42 +25,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from fedmap.schema import read_federation
 from site_tasks.local.airflow_run import airflow, dags_test
+from site_tasks.local.demo_data import TIERS, write_data
 from site_tasks.local.stack import BIN, REPO, Stack, start_mlflow, start_s3, stop
 
 FEDERATION = "demo"
-TIERS = {
-    **{f"site-{k:02d}": 1 for k in (1, 2, 3, 4, 5, 8, 9, 10, 11, 12)},
-    "site-06": 2,
-    "site-13": 2,
-    "site-07": 3,
-    "site-14": 3,
-}
-
-
 DATA = REPO / "data" / "demo"
 """The demo's hospital folders: the ``demo_data`` stage of dvc.yaml, pushed to the S3 remote."""
-
-
-def write_data(out: Path, seed: int) -> None:
-    """Write the 14 site folders and the held-back tier-3 outcomes (``truth/``) under out."""
-    from fedmap.data import write_features, write_site
-    from fedmap.synthetic import generate
-
-    truth = out / "truth"
-    truth.mkdir(parents=True, exist_ok=True)
-    for split in generate("label-skew", seed, num_sites=len(TIERS)):
-        if TIERS[split.name] == 3:  # features only; the outcome is held back for the demo
-            folder = out / split.name
-            folder.mkdir(parents=True, exist_ok=True)
-            write_features(folder / "reference.csv", split.x_train)
-            write_features(folder / "score.csv", split.x_val)
-            (truth / f"{split.name}.txt").write_text("\n".join(map(str, split.y_val)) + "\n")
-        else:
-            write_site(split, out)
 
 
 def version_data(stack: Stack) -> None:
@@ -96,15 +73,15 @@ def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) ->
     """``federations/demo.yaml`` over the site folders in data; returns the YAML's path."""
     body = {
         "name": FEDERATION,
-        "task": {"contract": "synthetic", "target": "label", "model": "mlp", "n_features": 30},
+        "task": {"contract": "demo_hospitals", "model": "mlp", "standardise": True},
         "algorithm": {
             "method": "fedmap",
             "prior": "gaussian",
-            "variance": 1.0,
-            "input_variance": float("inf"),
+            "variance": 10.0,  # on every layer: the hospitals measure the same features
+            "input_variance": 10.0,
             "rounds": rounds,
-            "epochs": 1,
-            "batch_size": 64,
+            "epochs": 3,
+            "batch_size": 32,
             "lr": 0.01,
             "seed": seed,
         },
@@ -126,7 +103,8 @@ def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) ->
 
 
 def summarise(stack: Stack, path: Path, run_id: str) -> dict[str, Any]:
-    """The demo's summary from what the sites reported (S3) and what MLflow registered."""
+    """The demo's summary from what the sites reported (S3), what tier 3 predicted against the
+    outcomes the demo held back, and what MLflow registered."""
     import mlflow
 
     from site_tasks.federation import load_federation
@@ -142,11 +120,13 @@ def summarise(stack: Stack, path: Path, run_id: str) -> dict[str, Any]:
         row: dict[str, Any] = {"tier": site.tier}
         if site.tier in (1, 2):
             evaluation = json.loads(store.get(keys.evaluation(name)) or b"{}")
-            row["individual_accuracy"] = evaluation.get("local", {}).get("accuracy")
-            row["fedmap_accuracy"] = evaluation.get("personalised", {}).get("accuracy")
+            local, own = evaluation.get("local", {}), evaluation.get("personalised", {})
+            row["individual_accuracy"] = local.get("accuracy")
+            row["fedmap_accuracy"] = own.get("accuracy")
+            row["individual_auroc"] = local.get("roc_auc")
+            row["fedmap_auroc"] = own.get("roc_auc")
         else:
-            row["individual_accuracy"] = None  # a tier-3 site has no training data
-            row["fedmap_accuracy"] = _tier3_accuracy(stack, output_folder(config, name), name)
+            row.update(tier3_scores(output_folder(config, name), DATA / "truth" / f"{name}.txt"))
         sites[name] = row
     client = mlflow.MlflowClient(tracking_uri=stack.mlflow_url)
     models = client.search_registered_models(filter_string=f"name LIKE 'fedmap-{FEDERATION}-%'")
@@ -155,52 +135,105 @@ def summarise(stack: Stack, path: Path, run_id: str) -> dict[str, Any]:
         for m in sorted(models, key=lambda m: m.name)
     }
     champion = client.get_registered_model(f"fedmap-{FEDERATION}-prior").aliases.get("champion")
+    manifest = json.loads(store.get(keys.prior(1)[1]) or b"{}")
     return {
         "federation": FEDERATION,
+        "run_id": run_id,
         "rounds": config.rounds,
+        "warm_started_from": manifest.get("extra", {}).get("warm_start_from"),
         "sites": sites,
         "registered_models": registered,
         "champion_version": champion,
     }
 
 
-def _tier3_accuracy(stack: Stack, folder: Path, site: str) -> float | None:
-    """Accuracy of the newest predictions file against the outcomes the demo held back."""
+def tier3_scores(folder: Path, truth_file: Path) -> dict[str, Any]:
+    """A tier-3 clinic's newest predictions against the outcomes the demo held back: accuracy,
+    AUROC, the majority-class rate of those outcomes (what always guessing the commoner one
+    scores), and the model version the predictions came from."""
+    from fedmap.hospitals import majority_rate
+    from fedmap.metrics import score
+
     files = sorted(folder.glob("predictions_*.csv"), key=lambda p: p.stat().st_mtime)
-    truth_file = DATA / "truth" / f"{site}.txt"
     if not files or not truth_file.exists():
-        return None
-    predicted = [int(line.split(",")[2]) for line in files[-1].read_text().splitlines()[1:]]
-    truth = [int(v) for v in truth_file.read_text().split()]
-    return sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
+        return {"fedmap_accuracy": None, "fedmap_auroc": None, "majority_rate": None}
+    rows = [line.split(",") for line in files[-1].read_text().splitlines()[1:]]
+    truth = np.array([int(v) for v in truth_file.read_text().split()], dtype=np.int64)
+    prob = np.array([float(r[1]) for r in rows])
+    if len(prob) != len(truth):
+        raise RuntimeError(f"{files[-1]}: {len(prob)} predictions for {len(truth)} outcomes")
+    scores = score(truth, prob).as_dict()
+    return {
+        "fedmap_accuracy": scores["accuracy"],
+        "fedmap_auroc": scores["roc_auc"],
+        "majority_rate": majority_rate(truth),
+        "model": f"{rows[0][3]} v{rows[0][4]}" if rows else None,
+    }
+
+
+def baseline(row: dict[str, Any]) -> float | None:
+    """What a site's FedMAP score is compared with: its local-only model (tiers 1-2), or its
+    majority-class rate (tier 3, which has no labelled data to train on)."""
+    value = row["majority_rate"] if row["tier"] == 3 else row["individual_accuracy"]
+    return None if value is None else float(value)
 
 
 def table(summary: dict[str, Any]) -> str:
-    def pct(value: float | None) -> str:
-        return "   -  " if value is None else f"{100 * value:6.2f}"
+    """Per site: accuracy of its baseline and of FedMAP, the gain, and both AUROCs."""
 
-    lines = ["site     tier  local only  FedMAP   gain (pp)", "-" * 44]
+    def pct(value: float | None) -> str:
+        return "    -" if value is None else f"{100 * value:5.1f}"
+
+    def auc(value: float | None) -> str:
+        return "    -" if value is None else f"{value:5.3f}"
+
+    head = "site     tier  baseline       accuracy: base  FedMAP  gain (pp)   AUROC: base  FedMAP"
+    lines = [head, "-" * len(head)]
     for name, row in summary["sites"].items():
-        local, fed = row["individual_accuracy"], row["fedmap_accuracy"]
-        gain = "    -" if local is None or fed is None else f"{100 * (fed - local):+6.2f}"
-        lines.append(f"{name}  {row['tier']:4d}  {pct(local)}     {pct(fed)}   {gain}")
+        base, fed = baseline(row), row["fedmap_accuracy"]
+        gain = "     -" if base is None or fed is None else f"{100 * (fed - base):+6.2f}"
+        kind = "majority class" if row["tier"] == 3 else "local only"
+        lines.append(
+            f"{name}  {row['tier']:4d}  {kind:14s}  {pct(base)}   {pct(fed)}     {gain}"
+            f"       {auc(row.get('individual_auroc'))}   {auc(row.get('fedmap_auroc'))}"
+        )
     scored = [r for r in summary["sites"].values() if r["tier"] in (1, 2)]
     mean_local = sum(r["individual_accuracy"] for r in scored) / len(scored)
     mean_fed = sum(r["fedmap_accuracy"] for r in scored) / len(scored)
-    lines.append("-" * 44)
+    lines.append("-" * len(head))
     gain = f"{100 * (mean_fed - mean_local):+6.2f}"
-    lines.append(f"mean 1-2      {pct(mean_local)}     {pct(mean_fed)}   {gain}")
+    lines.append(
+        f"mean of tiers 1-2      local only      {pct(mean_local)}   {pct(mean_fed)}     {gain}"
+    )
     return "\n".join(lines)
+
+
+def gain_picture(summary: dict[str, Any], path: Path) -> Path:
+    """The demo's one PNG: each site's gain over its baseline, coloured by tier."""
+    from fedmap.run_plots import SiteGain, plot_site_gain
+
+    rows = [
+        SiteGain(name, row["tier"], base, row["fedmap_accuracy"])
+        for name, row in summary["sites"].items()
+        if (base := baseline(row)) is not None and row["fedmap_accuracy"] is not None
+    ]
+    title = (
+        f"fedmap_{FEDERATION}, {summary['rounds']} rounds: accuracy gain of FedMAP over "
+        "local-only (tiers 1-2) and the majority class (tier 3)"
+    )
+    return plot_site_gain(rows, path, title)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m site_tasks.local.demo",
-        description="Run the demo federation (14 synthetic hospitals, three tiers) through the "
-        "local S3 server, MLflow and Airflow, then print a per-site table and a JSON summary.",
+        description="Run the demo federation (14 simulated hospitals sharing one patient "
+        "population, three tiers; docs/hospitals.md) through the local S3 server, MLflow and "
+        "Airflow, then print a per-site table, write a PNG of each site's gain and print a JSON "
+        "summary. A second run warm-starts from the registry's champion prior.",
     )
     parser.add_argument("--state", type=Path, default=REPO / ".state", help="the state folder")
-    parser.add_argument("--rounds", type=int, default=20, help="communication rounds (20)")
+    parser.add_argument("--rounds", type=int, default=15, help="communication rounds (15)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed (0)")
     parser.add_argument(
         "--write-data", type=Path, metavar="DIR", help="only write the site folders (dvc stage)"
@@ -246,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train": [s.name for s in fed.tier(1)],
             "score": [s.name for s in fed.tier(3)],
         }
+        dag_began = time.monotonic()
         run_id, state = dags_test(stack, f"fedmap_{FEDERATION}", logs / "federation.log", names)
+        dag_s = time.monotonic() - dag_began
         if state != "success":
             raise RuntimeError(f"fedmap_{FEDERATION} run {run_id} ended {state}; see {logs}")
         print(f"airflow dags test fedmap_{FEDERATION}_inference", flush=True)
@@ -256,26 +291,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if state != "success":
             raise RuntimeError(f"inference run {scored} ended {state}; see {logs}")
         summary = summarise(stack, path, run_id)
+        summary["dag_run_s"] = round(dag_s, 1)
     finally:
         for name in started:
             stop(stack, name)
+    summary["total_s"] = round(time.monotonic() - began, 1)
+    picture = gain_picture(summary, stack.state / "demo" / "site_gain.png")
+    summary["gain_png"] = str(picture)
     print()
     print(table(summary))
     print()
+    warm = summary["warm_started_from"]
     print(
-        f"run {run_id}: {time.monotonic() - began:.0f} s; champion prior: version "
-        f"{summary['champion_version']}"
+        f"run {run_id}: DAG run {summary['dag_run_s']:.0f} s, {summary['total_s']:.0f} s in all; "
+        f"{'warm-started from ' + warm if warm else 'cold start (Algorithm 1)'}; champion prior: "
+        f"version {summary['champion_version']}"
     )
+    print(f"picture: {picture} (each site's gain over its baseline, coloured by tier)")
     print(
-        "tier 3 (site-07, site-14) scores with the prior mean alone. The synthetic generator gives "
-        "each hospital its own random linear map of the features, so a model that never saw a "
-        "site's labels cannot transfer there: expect about its majority-class rate (50%, 85%)."
-    )
-    print(
-        "where to look: `make up`, then the MLflow UI at "
-        f"{stack.mlflow_url} (experiment fedmap-{FEDERATION}, models fedmap-{FEDERATION}-*) "
-        f"and the Airflow UI at {stack.airflow_url} (DAG fedmap_{FEDERATION}, this run in its "
-        "history); `make down` stops them."
+        "tier 3 (site-07, site-14) has no labelled data: it scores its admissions with the "
+        "champion prior's mean alone, standardised with its own reference rows; its baseline is "
+        "the majority-class rate of its held-back outcomes."
     )
     print(json.dumps(summary, sort_keys=False))
     return 0

@@ -449,14 +449,15 @@ def example_federation(d: Deployment) -> Path:
     two rounds, quorum two, storage and MLflow through the deployment's connections."""
     import yaml
 
-    from site_tasks.local.demo import DATA, write_data
+    from site_tasks.local.demo import DATA
+    from site_tasks.local.demo_data import write_data
 
     if not (DATA / "site-03").exists():
         write_data(DATA, seed=0)
     sites = ("site-01", "site-02", "site-03")
     body = {
         "name": "edge-demo",
-        "task": {"contract": "synthetic"},
+        "task": {"contract": "demo_hospitals", "model": "mlp"},
         "algorithm": {"rounds": 5, "epochs": 1, "batch_size": 64, "lr": 0.01},
         "sites": {s: {"data": str(DATA / s), "queue": s} for s in sites},
         "min_sites": 2,

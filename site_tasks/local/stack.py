@@ -25,6 +25,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+TASK_LOG_TEMPLATE = (
+    "dag_id={{ ti.dag_id }}/run_id={{ ti.run_id }}/task_id={{ ti.task_id }}/"
+    "{% if ti.map_index >= 0 %}map_index={{ ti.map_index }}/{% endif %}"
+    "attempt={{ try_number|default(ti.try_number) }}.log"
+)
+"""Where a task instance's log lies under the log folder: Airflow 3's default
+``[logging] log_filename_template``, pinned for every Airflow process of the stack, so the API
+server reads a task's log where ``airflow_run.dags_test`` writes it."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,11 @@ class Stack:
         default = self.state / "demo" / "federations"
         return Path(os.environ.get("FEDMAP_FEDERATIONS_DIR", default))
 
+    @property
+    def task_logs(self) -> Path:
+        """Airflow's log folder (``[logging] base_log_folder``): one file per task try."""
+        return self.state / "airflow" / "logs"
+
     def credentials(self) -> tuple[str, str]:
         """The local S3 server's key pair, made once and kept in the state folder (mode 600)."""
         path = self.state / "s3" / "credentials.json"
@@ -65,7 +78,8 @@ class Stack:
         return str(body["access"]), str(body["secret"])
 
     def environment(self) -> dict[str, str]:
-        """What Airflow (tasks and CLI) needs: its home, DAGs, and the two connections."""
+        """What Airflow (tasks and CLI) needs: its home, DAGs, logs, and the connections to S3,
+        MLflow and its own API server."""
         access, secret = self.credentials()
         s3 = {
             "conn_type": "aws",
@@ -82,10 +96,16 @@ class Stack:
             "AIRFLOW__API__HOST": "127.0.0.1",  # every local user is admin: never on the network
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.task_logs),
+            "AIRFLOW__LOGGING__LOG_FILENAME_TEMPLATE": TASK_LOG_TEMPLATE,
             "FEDMAP_FEDERATIONS_DIR": str(self.federations),
             "AIRFLOW_CONN_FEDMAP_S3": json.dumps(s3),
             "AIRFLOW_CONN_FEDMAP_MLFLOW": json.dumps(
                 {"conn_type": "http", "host": self.mlflow_url}
+            ),
+            # Airflow's own API, through which a run's last task sets the run's note
+            "AIRFLOW_CONN_FEDMAP_AIRFLOW": json.dumps(
+                {"conn_type": "http", "host": self.airflow_url}
             ),
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",

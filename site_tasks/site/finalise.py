@@ -20,16 +20,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from fedmap.algorithms import Individual
+from fedmap.algorithms import local_only
 from fedmap.equity import Equity, equity, equity_markdown
+from fedmap.initialisation import initialise
 from fedmap.messages import encode_params, make_manifest
 from fedmap.metrics import PRIMARY_METRIC
+from fedmap.models import build_model
 from fedmap.params import Params
-from fedmap.priors import prior_mean
 from fedmap.report import json_numbers
 from site_tasks import trust
 from site_tasks.federation import FederationConfig
-from site_tasks.site.train import Prepared, fetch_prior, fit_site, keep_state, prepare, score_params
+from site_tasks.site.train import Prepared, fit_site, keep_state, prepare, score_params
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
@@ -85,18 +86,33 @@ def _publish(
     return result
 
 
-def local_baseline(
-    config: FederationConfig, store: ObjectStore, ready: Prepared, rounds: int
-) -> dict[str, float]:
-    """Train alone from the round-1 prior (everyone's common start: Algorithm 1's random-site
-    model, or the champion in a warm-started run) for ``rounds`` rounds of local epochs, and
-    score on the site's validation split: what the site gets without this run's collaboration.
-    The model is discarded."""
-    _, start = fetch_prior(config, store, 1)
-    params = {k: v.to(ready.device) for k, v in prior_mean(start).items()}
-    for t in range(1, rounds + 1):
-        params = Individual().local_update(ready.context, params, params, t).personal
-    return score_params(ready.context, params).as_dict()
+def local_baseline(config: FederationConfig, ready: Prepared, rounds: int) -> dict[str, float]:
+    """What the site gets alone: its own model, trained on its data only, scored on its
+    validation split (``fedmap.algorithms.local_only``). It starts from the federation's seeded
+    initialisation (Algorithm 1's fresh model under ``algorithm.seed``: the same in every run,
+    never the champion) and has the budget of a tier-1 site, ``rounds`` rounds of ``epochs``
+    local epochs, with early stopping: the round kept is the best on a held-out fifth of its
+    training rows, then it is refit on all of them for that many rounds. It never sees the
+    validation rows it is scored on. The model is discarded."""
+    model, data = config.model, ready.context.data
+    start = initialise(lambda: build_model(model.name, model.n_features), [data.name], config.seed)
+    params = {k: v.to(ready.device) for k, v in start.prior.items()}
+    metric = PRIMARY_METRIC[data.task]
+    chosen = local_only(
+        ready.context, params, rounds, lambda site, p: score_params(site, p).as_dict()[metric]
+    )
+    scores = score_params(ready.context, chosen.params).as_dict()
+    log.info(
+        "%s: local-only baseline: %s %.4f, early-stopped at round %d of %d (held-out %s %.4f)",
+        data.name,
+        metric,
+        scores[metric],
+        chosen.round,
+        rounds,
+        metric,
+        chosen.score,
+    )
+    return scores
 
 
 def _evaluation(
@@ -110,7 +126,7 @@ def _evaluation(
 ) -> SiteEvaluation:
     """Score the final prior's mean and the local baseline beside own; publish the three."""
     mean = score_params(ready.context, ready.mean).as_dict()
-    local = local_baseline(config, store, ready, rounds)
+    local = local_baseline(config, ready, rounds)
     data = ready.context.data
     metric = PRIMARY_METRIC[data.task]
     evaluation = SiteEvaluation(

@@ -132,6 +132,7 @@ def score_site(
             "needed to standardise the features"
         )
     release = release or released_prior(config)
+    log.info("%s: scoring with %s version %s", site, release.name, release.version)
     model = build_model(config.model.name, n)
     model.load_state_dict(prior_mean(release.params), strict=True)
     z = Standardiser.fit(reference)(rows) if recipe.standardise else rows

@@ -104,11 +104,13 @@ def test_dag_has_the_documented_shape(
     assert set(dag.task_ids) == {
         "start",
         "validate",
+        "validated",
         "train",
         "aggregate",
         "finalise",
         "register",
         "release",
+        "summarise",
     }
     train = dag.get_task("train")
     assert train.retries == 1 and train.retry_exponential_backoff
@@ -120,8 +122,19 @@ def test_dag_has_the_documented_shape(
     assert sites_of(dag.get_task("validate")) == ["site-01", "site-02", "site-03"]
     aggregate = dag.get_task("aggregate")
     assert aggregate.trigger_rule == "all_done" and aggregate.mode == "reschedule"
-    assert {t.task_id for t in aggregate.upstream_list} == {"validate"}
+    # the validations meet in one join, so the graph draws one edge on to the rounds
+    join = dag.get_task("validated")
+    assert join.trigger_rule == "all_done"
+    assert {t.task_id for t in join.upstream_list} == {"validate"}
+    assert {t.task_id for t in join.downstream_list} == {"train", "aggregate"}
+    assert {t.task_id for t in aggregate.upstream_list} == {"validated"}
+    assert dag.get_task("train").trigger_rule == "all_done"
     assert {t.task_id for t in dag.get_task("finalise").upstream_list} == {"aggregate"}
+    # the note is written whatever the run ended in; release stays a leaf, so a failed run fails
+    summarise = dag.get_task("summarise")
+    assert summarise.trigger_rule == "all_done"
+    assert {t.task_id for t in summarise.upstream_list} == {"register"}
+    assert {t.task_id for t in dag.leaves} == {"release", "summarise"}
 
 
 @pytest.mark.parametrize(("sites", "rounds"), [(10, 3), (10, 50), (400, 50)])
@@ -132,7 +145,7 @@ def test_the_dag_size_grows_with_sites_never_with_rounds(
     sites: int,
     rounds: int,
 ) -> None:
-    """Seven tasks whatever the federation; one run holds 3 x sites + 4 task instances."""
+    """Nine tasks whatever the federation; one run holds 3 x sites + 6 task instances."""
     folder = federation_folder(make_federation, n_sites=3, rounds=2, min_sites=2)
     body = yaml.safe_load((folder / "synthetic-label-skew.yaml").read_text())
     first = body["sites"]["site-01"]
@@ -140,10 +153,11 @@ def test_the_dag_size_grows_with_sites_never_with_rounds(
     body["algorithm"]["rounds"] = rounds
     (folder / "synthetic-label-skew.yaml").write_text(yaml.safe_dump(body))
     dag = load_dags(folder, monkeypatch).__dict__[DAG_ID]
-    assert len(dag.tasks) == 7
+    assert len(dag.tasks) == 9
     mapped = {t: len(sites_of(dag.get_task(t))) for t in ("validate", "train", "finalise")}
     assert mapped == {"validate": sites, "train": sites, "finalise": sites}
-    assert sum(mapped.values()) + 4 <= 3 * sites + 100
+    unmapped = set(dag.task_ids) - set(mapped)  # one instance each, whatever the rounds
+    assert unmapped == {"start", "validated", "aggregate", "register", "release", "summarise"}
 
 
 def _states(run: Any) -> dict[str, str]:
@@ -220,7 +234,12 @@ def test_below_quorum_the_round_fails_naming_the_missing_sites(
     states = _states(run)
     assert str(run.state) == "failed", states
     assert states["aggregate"] == "failed"
-    assert "quorum is 2; missing: site-02" in capfd.readouterr().out
+    assert states["summarise"] == "failed"  # after its note: a clear of the failed tasks reruns it
+    out = capfd.readouterr().out
+    assert "quorum is 2; missing: site-02" in out
+    # the note: round 1's decision and why nothing was registered
+    assert "- round 1: 1 of 2 sites, missing site-02; **quorum 2 not met**" in out
+    assert "- gate: not registered (register failed)" in out
     from site_tasks.federation import load_federation
     from site_tasks.runs import run_name
     from site_tasks.storage import Keys, S3Store
@@ -334,7 +353,7 @@ def test_a_run_registers_its_models_and_releases_the_champion_to_tier_3(
     dags = load_dags(folder, monkeypatch).__dict__
     dag, inference = dags["fedmap_dag-registry"], dags["fedmap_dag-registry_inference"]
     assert "site-04" not in sites_of(dag.get_task("validate"))
-    assert inference.task_ids == ["score"]
+    assert inference.task_ids == ["score", "summarise"]
     assert sites_of(inference.get_task("score")) == ["site-04"]
     assert "fedmap-dag-registry-prior-champion" in str(inference.timetable.asset_condition)
     assert [o.name for o in dag.get_task("release").outlets] == [
@@ -461,3 +480,5 @@ def test_without_mlflow_the_register_task_is_skipped(
     logged = capfd.readouterr().out + caplog.text
     assert "equity of the run (accuracy)" in logged
     assert "Worst-served site (lowest local accuracy)" in logged
+    assert "- gate: not registered (no MLflow server)" in logged  # the run's note says so
+    assert "- round 1: 2 of 2 sites; quorum met" in logged

@@ -158,6 +158,7 @@ def test_a_failed_aggregate_resumes_from_stored_state_without_retraining_or_dupl
     assert finalise == ["upstream_failed"] * len(SITES), states  # never ran: named by index
     # register is all_done, so it runs; it finds no final prior and fails with RoundNotReady
     assert states["register"] == "failed"
+    assert states["summarise"] == "failed"  # it wrote the note, then failed with the run
     assert calls == Counter(
         {**{(s, t): 1 for s in SITES for t in (1, 2)}, ("aggregate", 1): 1, ("aggregate", 2): 1}
     )
@@ -197,6 +198,11 @@ def test_a_failed_aggregate_resumes_from_stored_state_without_retraining_or_dupl
         assert states[f"finalise[{site}]"] == "success"
     assert states["aggregate"] == "success"
     assert states["register"] == "skipped"
+    # cleared with the failed tasks, summarise wrote the note again: the resumed run's
+    summarise = next(ti for ti in resumed.get_task_instances() if ti.task_id == "summarise")
+    note = summarise.xcom_pull(task_ids="summarise", key="note")
+    assert "- rounds 1-3: 3 of 3 sites; quorum met" in note, note
+    assert after_tries["summarise"] == tries["summarise"] + 1
     # every (site, round) trained exactly once over both attempts; round 2 aggregated twice
     # (the failed call, then after the clear), rounds 1 and 3 once
     assert calls == Counter(

@@ -81,3 +81,25 @@ def test_ditto_sends_global_keeps_personal(
     own_dist = sum(float(((result.personal[k] - prior[k]) ** 2).sum()) for k in prior)
     assert sent_dist < own_dist
     assert all(not torch.equal(result.personal[k], far[k]) for k in prior)
+
+
+def test_early_stopping_keeps_the_best_round_and_spends_the_budget(
+    make_site: Callable[..., SiteData], make_context: Callable[..., SiteContext]
+) -> None:
+    from fedmap.algorithms import early_stopped
+
+    site = make_context(make_site(n=64))
+    start = get_params(site.build_model())
+    calls: list[int] = []
+    script = iter([0.6, 0.8, 0.7, 0.8, float("nan")])  # the validation score after each round
+
+    def score(params: dict[str, torch.Tensor]) -> float:
+        calls.append(1)
+        return next(script)
+
+    best = early_stopped(site, start, 5, score)
+    assert len(calls) == 5  # every round of the budget is trained and scored
+    assert (best.round, best.score) == (2, 0.8)  # the earliest of the tied best; NaN never wins
+    assert not all(torch.equal(best.params[k], start[k]) for k in start)
+    kept = early_stopped(site, start, 0, lambda p: 0.5)
+    assert kept.round == 0 and all(torch.equal(kept.params[k], start[k]) for k in start)

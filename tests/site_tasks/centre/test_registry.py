@@ -82,6 +82,21 @@ def test_register_runs_models_and_gate(
     assert parent_metrics["equity_worst_served_gain"] == pytest.approx(gains[worst])
     report = Path(client.download_artifacts(first.parent_run_id, "equity.md")).read_text()
     assert f"Worst-served site (lowest local accuracy): **{worst}**" in report
+    # the pictures of the run: rounds x sites (with its numbers) and each site's gain
+    artifacts = {a.path for a in client.list_artifacts(first.parent_run_id)}
+    assert {"rounds_sites.png", "rounds_sites.json", "site_gain.png"} <= artifacts
+    for picture in ("rounds_sites.png", "site_gain.png"):
+        png = Path(client.download_artifacts(first.parent_run_id, picture)).read_bytes()
+        assert png.startswith(b"\x89PNG")
+    cells = json.loads(
+        Path(client.download_artifacts(first.parent_run_id, "rounds_sites.json")).read_text()
+    )["cells"]
+    summary_2 = json.loads(store.get(Keys.of(config).summary(2)) or b"{}")
+    assert [(c["round"], c["site"]) for c in cells] == [
+        (t, s) for t in (1, 2) for s in ("site-01", "site-02")
+    ]
+    assert {c["site"]: c["weight"] for c in cells if c["round"] == 2} == summary_2["weights"]
+    assert all(c["failure"] == "" and 0.0 <= c["metric"] <= 1.0 for c in cells)
     per_file = client.download_artifacts(first.parent_run_id, "data_files.json")
     assert set(json.loads(Path(per_file).read_text())) == {"site-01", "site-02"}
     info = mlflow.models.get_model_info("models:/fedmap-synthetic-label-skew-prior@champion")
@@ -145,3 +160,29 @@ def test_register_runs_models_and_gate(
     assert "kept as challenger" in second.reason
     aliases = client.get_registered_model("fedmap-synthetic-label-skew-prior").aliases
     assert aliases == {"champion": "1", "challenger": "2"}
+
+
+def test_round_cells_mark_rejected_and_missing_sites_and_withhold_under_privacy() -> None:
+    from site_tasks.centre.registry import round_cells
+
+    summaries = {
+        1: {
+            "contributed": ["a", "b"],
+            "weights": {"a": 0.7, "b": 0.3},
+            "metrics": {"a": {"val_accuracy": 0.9}, "b": {"val_accuracy": 0.6}},
+            "rejected": {"c": "bad signature"},
+        },
+        2: {},  # never aggregated: no cells
+    }
+    cells = round_cells(summaries, ["a", "b", "c", "d"], "accuracy")
+    assert [(c.site, c.weight, c.metric, c.failure) for c in cells] == [
+        ("a", 0.7, 0.9, ""),
+        ("b", 0.3, 0.6, ""),
+        ("c", None, None, "rejected: bad signature"),
+        ("d", None, None, "missing"),
+    ]
+    withheld = round_cells(summaries, ["a", "c"], "accuracy", withheld=True)
+    assert [(c.weight, c.metric, c.failure) for c in withheld] == [
+        (None, None, ""),
+        (None, None, "rejected: bad signature"),
+    ]

@@ -7,10 +7,13 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
+
 from fedmap.schema import read_federation
 from site_tasks.federation import load_federation
 from site_tasks.local.airflow_run import _fields
-from site_tasks.local.demo import TIERS, table, write_data, write_federation
+from site_tasks.local.demo import gain_picture, table, tier3_scores, write_federation
+from site_tasks.local.demo_data import TIERS, write_data
 from site_tasks.local.stack import Stack
 
 
@@ -48,18 +51,67 @@ def test_airflow_log_fields_are_parsed() -> None:
     assert fields["state"] == "success" and fields["dag_id"] == "fedmap_demo"
 
 
-def test_the_table_shows_gains_and_means_of_tiers_1_and_2() -> None:
+def test_the_table_shows_gains_aurocs_and_means_of_tiers_1_and_2() -> None:
     summary = {
+        "rounds": 3,
         "sites": {
-            "site-01": {"tier": 1, "individual_accuracy": 0.90, "fedmap_accuracy": 0.93},
+            "site-01": {
+                "tier": 1,
+                "individual_accuracy": 0.90,
+                "fedmap_accuracy": 0.93,
+                "individual_auroc": 0.91,
+                "fedmap_auroc": 0.95,
+            },
             "site-06": {"tier": 2, "individual_accuracy": 0.80, "fedmap_accuracy": 0.79},
-            "site-07": {"tier": 3, "individual_accuracy": None, "fedmap_accuracy": 0.5},
-        }
+            "site-07": {
+                "tier": 3,
+                "majority_rate": 0.55,
+                "fedmap_accuracy": 0.75,
+                "fedmap_auroc": 0.81,
+            },
+        },
     }
     lines = table(summary).splitlines()
-    assert "+3.00" in lines[2] and "-1.00" in lines[3]
-    assert lines[4].split()[-2:] == ["50.00", "-"]
-    assert lines[-1].split()[-3:] == ["85.00", "86.00", "+1.00"]
+    assert "+3.00" in lines[2] and lines[2].split()[-2:] == ["0.910", "0.950"]
+    assert "-1.00" in lines[3]
+    # tier 3 is measured against its majority-class rate
+    assert "majority class" in lines[4] and "+20.00" in lines[4] and lines[4].endswith("0.810")
+    assert lines[-1].split()[-3:] == ["85.0", "86.0", "+1.00"]
+
+
+def test_tier3_scores_read_the_newest_predictions_against_the_held_back_truth(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    header = "row,probability,prediction,model,version\n"
+    rows = [
+        "1,0.9,1,fedmap-demo-prior,2",
+        "2,0.2,0,fedmap-demo-prior,2",
+        "3,0.6,1,fedmap-demo-prior,2",
+    ]
+    (folder / "predictions_fedmap-demo-prior_v2.csv").write_text(header + "\n".join(rows) + "\n")
+    truth = tmp_path / "truth.txt"
+    truth.write_text("1\n0\n0\n")
+    got = tier3_scores(folder, truth)
+    assert got["fedmap_accuracy"] == pytest.approx(2 / 3)
+    assert got["majority_rate"] == pytest.approx(2 / 3)
+    assert got["fedmap_auroc"] == pytest.approx(1.0)
+    assert got["model"] == "fedmap-demo-prior v2"
+    assert tier3_scores(tmp_path / "none", truth)["fedmap_accuracy"] is None
+
+
+def test_the_gain_picture_is_written(tmp_path: Path) -> None:
+    summary = {
+        "rounds": 3,
+        "sites": {
+            "site-01": {"tier": 1, "individual_accuracy": 0.9, "fedmap_accuracy": 0.93},
+            "site-07": {"tier": 3, "majority_rate": 0.5, "fedmap_accuracy": 0.8},
+            "site-14": {"tier": 3, "majority_rate": None, "fedmap_accuracy": None},
+        },
+    }
+    path = gain_picture(summary, tmp_path / "gain.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_stack_keeps_credentials_private_and_wires_airflow(tmp_path: Path) -> None:

@@ -41,16 +41,17 @@ def dvc(project: Path, *args: str, env: dict[str, str]) -> str:
 
 def project(root: Path) -> Path:
     """A checkout of what git holds for the data stage: dvc.yaml, params.yaml, .dvc/config and
-    the stage's dependencies (no data, no cache)."""
+    the packages holding the stage's dependencies (no data, no cache)."""
     root.mkdir()
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, root / name)
     (root / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    (root / "fedmap").mkdir()
-    for name in ("synthetic.py", "data.py"):
-        shutil.copy(REPO / "fedmap" / name, root / "fedmap" / name)
+    for package in ("fedmap", "site_tasks"):  # the stage's deps live in them
+        shutil.copytree(
+            REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return root
 
 
@@ -98,7 +99,7 @@ def test_demo_data_is_pushed_to_s3_and_pulled_into_another_checkout(
 
 @pytest.mark.parametrize("name", ["dvc.yaml"])
 def test_every_demo_site_is_its_own_dvc_output(name: str) -> None:
-    from site_tasks.local.demo import TIERS
+    from site_tasks.local.demo_data import TIERS
 
     stage = yaml.safe_load((REPO / name).read_text())["stages"]["demo_data"]
     assert set(stage["outs"]) == {f"data/demo/{s}" for s in TIERS} | {"data/demo/truth"}

@@ -13,12 +13,15 @@ the spread of the primary metric across sites.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+import torch
 
 from fedmap.algorithms import local_only
 from fedmap.equity import Equity, equity, equity_markdown
@@ -86,6 +89,13 @@ def _publish(
     return result
 
 
+def baseline_seed(config: FederationConfig, site: str) -> int:
+    """The local baseline's shuffling seed, fixed by (federation, site, algorithm.seed) and not by
+    the run, so every run of a federation measures its gains against the same local model."""
+    digest = hashlib.sha256(f"{config.name}/local-only/{site}/{config.seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 def local_baseline(config: FederationConfig, ready: Prepared, rounds: int) -> dict[str, float]:
     """What the site gets alone: its own model, trained on its data only, scored on its
     validation split (``fedmap.algorithms.local_only``). It starts from the federation's seeded
@@ -98,8 +108,11 @@ def local_baseline(config: FederationConfig, ready: Prepared, rounds: int) -> di
     start = initialise(lambda: build_model(model.name, model.n_features), [data.name], config.seed)
     params = {k: v.to(ready.device) for k, v in start.prior.items()}
     metric = PRIMARY_METRIC[data.task]
+    alone = replace(
+        ready.context, generator=torch.Generator().manual_seed(baseline_seed(config, data.name))
+    )
     chosen = local_only(
-        ready.context, params, rounds, lambda site, p: score_params(site, p).as_dict()[metric]
+        alone, params, rounds, lambda site, p: score_params(site, p).as_dict()[metric]
     )
     scores = score_params(ready.context, chosen.params).as_dict()
     log.info(

@@ -80,7 +80,7 @@ def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) ->
             "variance": 10.0,  # on every layer: the hospitals measure the same features
             "input_variance": 10.0,
             "rounds": rounds,
-            "epochs": 3,
+            "epochs": 2,
             "batch_size": 32,
             "lr": 0.01,
             "seed": seed,
@@ -312,6 +312,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tier 3 (site-07, site-14) has no labelled data: it scores its admissions with the "
         "champion prior's mean alone, standardised with its own reference rows; its baseline is "
         "the majority-class rate of its held-back outcomes."
+    )
+    print(
+        "where to look: `make up`, then the Airflow UI at "
+        f"{stack.airflow_url} (DAG fedmap_{FEDERATION}: this run's note sums up its rounds, "
+        "quorum, gate and equity; each task's log pane, e.g. train [site-01], holds the site's "
+        "own lines; Assets shows the champion each release announced) and the MLflow UI at "
+        f"{stack.mlflow_url} (experiment fedmap-{FEDERATION}: the parent run carries "
+        f"rounds_sites.png and site_gain.png; models fedmap-{FEDERATION}-*); `make down` stops "
+        "them."
     )
     print(json.dumps(summary, sort_keys=False))
     return 0

@@ -22,6 +22,15 @@ from fedmap.equity import equity, equity_markdown
 from fedmap.experiment import Run, SiteRecord, federation_folder, records_of, run_all
 from fedmap.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC
 from fedmap.models import MODEL_NAMES
+from fedmap.protocols import (
+    PAPER,
+    PROTOCOLS,
+    ProtocolRun,
+    as_run,
+    comparison_markdown,
+    protocol_records,
+    run_protocol,
+)
 from fedmap.report import (
     METRIC_LABELS,
     clinical_markdown,
@@ -49,9 +58,45 @@ def _names(text: str, allowed: Sequence[str], what: str) -> list[str]:
 
 
 def _methods(text: str) -> list[str]:
-    """Method names; ``fedmap-<prior>`` (gaussian, diagonal, icnn) is FedMAP with that prior."""
-    variants = (*METHODS, *(f"fedmap-{p}" for p in PRIORS))
-    return list(METHODS) if text == "all" else _names(text, variants, "method(s)")
+    """Method names; ``fedmap-<prior>`` (gaussian, diagonal, icnn) is FedMAP with that prior, and
+    the paper protocol's columns (``fedmap-samples``, ``fedmap-omega``) go with --protocol paper."""
+    variants = dict.fromkeys((*METHODS, *(f"fedmap-{p}" for p in PRIORS), *PAPER.columns))
+    return list(METHODS) if text == "all" else _names(text, list(variants), "method(s)")
+
+
+PAPER_ONLY = tuple(c for c in PAPER.columns if c not in METHODS)
+"""Column names only the paper protocol knows."""
+
+
+def _protocol_help() -> str:
+    """--protocol's help, from the protocol's own definition."""
+    rows = ", ".join(f"{sc} {r.rows}" for sc, r in PAPER.rows.items())
+    small = PAPER.rows["quantity-skew"].small_rows
+    lr = sorted({b.training.lr for b in PAPER.columns.values()})
+    batch = sorted({b.training.batch_size for b in PAPER.columns.values()})
+
+    def shown(value: object) -> bool:  # FedMAP's input_variance=None, warm_start=True go unsaid
+        return value is not None and value is not True
+
+    columns = "; ".join(
+        f"{name} ({b.method}{''.join(f' {k}={v}' for k, v in b.options.items() if shown(v))}, "
+        f"{b.rounds} x {b.training.epochs} epochs)"
+        for name, b in PAPER.columns.items()
+    )
+    return (
+        "converged (default): ours, the config's generator and budget (params.yaml: every "
+        "method trained to convergence; docs/results/synthetic.md). paper: the authors' public "
+        "code (CambridgeCIA/FedMAP, branch Gaussian-Prior; fedmap/protocols.py names the file "
+        f"and commit of each number): reports {PAPER.metric}; nuisance variance "
+        f"{PAPER.synthetic.noise_var:g}; rows per site: {rows} (quantity skew's small sites "
+        f"{small}); Adam, lr {', '.join(f'{x:g}' for x in lr)}, batch "
+        f"{', '.join(str(x) for x in batch)}; columns {columns}. FedMAP's sigma^2 covers every "
+        "layer and sites warm-start; their FedMAP weights by sample counts (fedmap-samples), "
+        "fedmap-omega by omega; their FedBN is FedAvg (no BatchNorm in their MLP). With paper, "
+        "--methods picks columns, --rounds and --epochs cap every column's budget (a quick "
+        "check), and every column of a seed sees the same seeded sites; --config, --data-root, "
+        "--engine, --model and --federation do not apply."
+    )
 
 
 def simulate_federation(args: argparse.Namespace) -> int:
@@ -176,6 +221,8 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     simulation = config.simulation
     if getattr(args, "rounds", None) is not None:
         simulation = replace(simulation, rounds=args.rounds)
+    if getattr(args, "epochs", None) is not None:
+        simulation = replace(simulation, training=replace(simulation.training, epochs=args.epochs))
     if getattr(args, "device", None) is not None:
         simulation = replace(simulation, device=args.device)
     if getattr(args, "engine", None) is not None:
@@ -183,7 +230,76 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     return replace(config, simulation=simulation)
 
 
+def simulate_paper(args: argparse.Namespace) -> int:
+    """``fedmap simulate --protocol paper``: the authors' protocol (``fedmap.protocols.PAPER``)."""
+    given = {
+        "--federation": args.federation,
+        "--config": args.config,
+        "--data-root": args.data_root,
+        "--engine": args.engine,
+        "--model": args.model,
+        "--equity-metric": args.equity_metric,
+    }
+    clashing = [flag for flag, value in given.items() if value is not None]
+    if clashing:
+        raise ConfigError(
+            f"--protocol paper sets its own sites, budgets and engine; drop {', '.join(clashing)}"
+        )
+    if args.scenario is None:
+        raise ConfigError("--protocol paper needs --scenario")
+    protocol = PAPER.capped(args.rounds, args.epochs)
+    columns = args.methods if args.methods_given else list(protocol.columns)
+    unknown = [c for c in columns if c not in protocol.columns]
+    if unknown:
+        raise ConfigError(
+            f"--protocol paper has no column(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(protocol.columns)}"
+        )
+    if args.sites is not None and args.sites < 1:
+        raise ConfigError(f"--sites must be at least 1, got {args.sites}")
+    sites = args.sites or NUM_SITES
+    runs = [ProtocolRun(args.scenario, c, s, sites) for c in columns for s in args.seeds]
+    print(
+        f"simulating {args.scenario} under the authors' protocol ({sites} sites): "
+        f"{len(columns)} column(s) x {len(args.seeds)} seed(s), {args.jobs} process(es)",
+        file=sys.stderr,
+    )
+    with tqdm(total=len(runs), unit="run", desc=args.scenario, file=sys.stderr) as bar:
+        results = run_protocol(
+            protocol, runs, args.jobs, args.device or "cpu", lambda _r: _tick(bar)
+        )
+    records = protocol_records(results)
+    as_runs = [(as_run(r), res) for r, res in results]
+    out: Path = args.out
+    write_results(records, out / "results.json")
+    table = comparison_markdown(protocol, records)
+    rows = protocol.rows[args.scenario]
+    header = [
+        f"# {args.scenario}: the authors' protocol (fedmap simulate --protocol paper)",
+        "",
+        f"Reported metric: {protocol.metric}, the site average over each site's validation "
+        f"split. Generator: {protocol.synthetic}, {rows.rows} rows per site"
+        + (f" ({rows.small_rows} at the small sites)" if args.scenario == "quantity-skew" else "")
+        + ". Columns (fedmap/protocols.py):",
+        "",
+        *[f"- {line}" for line in protocol.describe() if line.split(":")[0] in columns],
+        "",
+        table,
+    ]
+    summary = "\n".join(header) + "\n" + summary_markdown(records, mean_seconds_per_round(as_runs))
+    write_atomic(out / "summary.md", summary)
+    plot_curves(as_runs, out / "curves.png", f"{args.scenario}: the authors' protocol, per round")
+    _write_plots(as_runs, out, args.scenario)
+    print(table, end="")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.protocol == "paper":
+        return simulate_paper(args)
+    paper_only = [m for m in args.methods if m in PAPER_ONLY]
+    if paper_only:
+        raise ConfigError(f"{', '.join(paper_only)}: columns of --protocol paper only")
     if args.sites is not None and (args.federation is not None or args.data_root is not None):
         raise ConfigError(
             "--sites sets how many synthetic sites to generate; a federation file or "
@@ -192,6 +308,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.sites is not None and args.sites < 1:
         raise ConfigError(f"--sites must be at least 1, got {args.sites}")
     if args.federation is not None:
+        if args.epochs is not None:
+            raise ConfigError("--epochs goes with --scenario (a federation file sets its own)")
         return simulate_federation(args)
     if args.scenario is None:
         raise ConfigError("give --scenario (synthetic) or --federation FILE")
@@ -283,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every method x seed on one scenario of the paper's synthetic federation "
         "(10 sites, or --sites N), or on the tier-1 sites of a federation file (--federation), and write "
         "DIR/results.json, DIR/summary.md and DIR/curves.png (and DIR/reliability.png for a binary "
-        "task).",
+        "task). --protocol paper runs a scenario under the authors' own protocol instead of ours.",
     )
     what = sim.add_mutually_exclusive_group(required=True)
     what.add_argument("--scenario", choices=SCENARIOS, help="a synthetic scenario")
@@ -297,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_methods,
         default=list(METHODS),
         help=f"comma-separated, or 'all' (default): {','.join(METHODS)}; with --federation also "
-        "fedmap-gaussian, fedmap-diagonal, fedmap-icnn (default there: fedmap,individual)",
+        "fedmap-gaussian, fedmap-diagonal, fedmap-icnn (default there: fedmap,individual); with "
+        f"--protocol paper its columns (default there: all): {','.join(PAPER.columns)}",
     )
     sim.add_argument(
         "--seeds",
@@ -305,8 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0],
         help="comma-separated seeds (default: 0; with --federation: the file's algorithm.seed)",
     )
+    sim.add_argument("--protocol", choices=PROTOCOLS, default="converged", help=_protocol_help())
     sim.add_argument("--model", choices=MODEL_NAMES, help="with --federation: overrides task.model")
-    sim.add_argument("--rounds", type=int, help="communication rounds (default: from the config)")
+    sim.add_argument(
+        "--rounds",
+        type=int,
+        help="communication rounds (default: from the config; with --protocol paper: caps "
+        "every column's)",
+    )
+    sim.add_argument(
+        "--epochs",
+        type=int,
+        help="synthetic scenarios: local epochs per round (default: from the config; with "
+        "--protocol paper: caps every column's)",
+    )
     sim.add_argument("--out", type=Path, required=True, help="output folder DIR")
     sim.add_argument("--config", type=Path, help="YAML config (default: the embedded defaults)")
     sim.add_argument(

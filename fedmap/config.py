@@ -48,6 +48,8 @@ class ExperimentConfig:
     """bench/simulator.py's section: the loop and batched engines against sites, and Flower."""
     missing: dict[str, Any] = field(default_factory=dict)
     """bench/missing.py's section: drop against imputation on the eICU demo."""
+    paper_protocol: dict[str, Any] = field(default_factory=dict)
+    """bench/paper_protocol.py's section: the authors' protocol (``fedmap.protocols.PAPER``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.methods, Mapping):

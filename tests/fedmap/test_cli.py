@@ -277,3 +277,18 @@ def test_an_unknown_equity_metric_is_an_error(
     assert _simulate(out, "--equity-metric", "brier") == 2
     assert "--equity-metric goes with --federation" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_epochs_sets_the_local_epochs_of_a_synthetic_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--scenario", "label-skew", "--methods", "individual", "--seeds", "0"]
+    argv += ["--rounds", "1", "--sites", "2"]
+    runs = {}
+    for label, extra in (("default", []), ("one", ["--epochs", "1"]), ("three", ["--epochs", "3"])):
+        assert main([*argv, *extra, "--out", str(tmp_path / label)]) == 0
+        runs[label] = _records(tmp_path / label)
+    assert runs["one"] == runs["default"]  # the embedded config trains one epoch per round
+    assert runs["three"] != runs["one"]
+    assert _federation(tmp_path, tmp_path / "fed", "--epochs", "2") == 2
+    assert "--epochs goes with --scenario" in capsys.readouterr().err

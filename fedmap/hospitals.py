@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedmap.synthetic import stratified_split
+
 FEATURES: tuple[str, ...] = (
     "age",
     "heart_rate",
@@ -177,15 +179,9 @@ class HospitalSplit:
 def split(
     rng: np.random.Generator, name: str, rows: Patients, val_fraction: float
 ) -> HospitalSplit:
-    """A stratified split: each class sends round(val_fraction n_c) rows to validation."""
-    train_idx, val_idx = [], []
-    for label in (0, 1):
-        idx = rng.permutation(np.flatnonzero(rows.y == label))
-        n_val = round(len(idx) * val_fraction)
-        val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    tr = rng.permutation(np.concatenate(train_idx))
-    va = rng.permutation(np.concatenate(val_idx))
+    """A stratified split (``fedmap.synthetic.stratified_split``): each class sends
+    round(val_fraction n_c) rows to validation."""
+    tr, va = stratified_split(rng, rows.y, val_fraction)
     return HospitalSplit(name, Patients(rows.x[tr], rows.y[tr]), Patients(rows.x[va], rows.y[va]))
 
 

@@ -13,7 +13,6 @@ the spread of the primary metric across sites.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from fedmap.params import Params
 from fedmap.report import json_numbers
 from site_tasks import trust
 from site_tasks.federation import FederationConfig
-from site_tasks.site.train import Prepared, fit_site, keep_state, prepare, score_params
+from site_tasks.site.train import Prepared, fit_site, keep_state, prepare, score_params, seed_of
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
@@ -92,8 +91,7 @@ def _publish(
 def baseline_seed(config: FederationConfig, site: str) -> int:
     """The local baseline's shuffling seed, fixed by (federation, site, algorithm.seed) and not by
     the run, so every run of a federation measures its gains against the same local model."""
-    digest = hashlib.sha256(f"{config.name}/local-only/{site}/{config.seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return seed_of(f"{config.name}/local-only/{site}/{config.seed}")
 
 
 def local_baseline(config: FederationConfig, ready: Prepared, rounds: int) -> dict[str, float]:

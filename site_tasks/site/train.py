@@ -75,12 +75,15 @@ def worker_name(site: str) -> str:
     return os.environ.get("FEDMAP_WORKER") or site
 
 
+def seed_of(key: str) -> int:
+    """A torch seed fixed by key: the first 8 bytes of SHA-256(key), as a non-negative int64."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 def round_seed(config: FederationConfig, site: str, round_: int) -> int:
     """A shuffling seed fixed by (federation, run, site, round), so a re-run repeats exactly."""
-    digest = hashlib.sha256(
-        f"{config.name}/{config.run}/{site}/{round_}/{config.seed}".encode()
-    ).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    return seed_of(f"{config.name}/{config.run}/{site}/{round_}/{config.seed}")
 
 
 def fetch_prior(

@@ -13,9 +13,10 @@ ends, so it follows the trajectory the loop gives it: the two engines agree to f
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from fedmap.algorithms import Algorithm
 from fedmap.batched_methods import NotBatched as NotBatched
 from fedmap.batched_methods import batched_method
 from fedmap.data import SiteData, Task
-from fedmap.initialisation import initialise
+from fedmap.initialisation import Initialisation, initialise
 from fedmap.metrics import Reliability, TaskScores, reliability, score_task
 from fedmap.models import build_model
 from fedmap.simulator import (
@@ -224,6 +225,7 @@ def simulate_batched(
     config: SimulationConfig,
     seed: int,
     on_round: RoundCallback | None = None,
+    start: Initialisation | None = None,
 ) -> SimulationResult:
     """``fedmap.simulator.simulate`` with every site's local step batched (same arguments,
     same result, to float rounding)."""
@@ -232,19 +234,21 @@ def simulate_batched(
     model_name = algorithm.model or config.model
     engine = engine_for(model_name, sites, config, seed)
     names = list(engine.names)
-    init = initialise(lambda: build_model(model_name, sites[0].num_features), names, seed)
+    build = functools.partial(build_model, model_name, sites[0].num_features)
+    init = start if start is not None else initialise(build, names, seed)
     device = sites[0].x_train.device
     prior = {k: v.to(device) for k, v in init.prior.items()}
     personal = stack([{k: v.to(device) for k, v in init.personal[n].items()} for n in names])
     history: list[list[float]] = []
-    start = time.perf_counter()
+    began = time.perf_counter()
     for t in range(1, config.rounds + 1):
-        updates, personal = method.round(engine, prior, personal, t)
+        now = replace(engine, training=engine.training.at(t, config.rounds))
+        updates, personal = method.round(now, prior, personal, t)
         prior = algorithm.aggregate(updates, prior)
         history.append(engine.primary(method.scoring(prior, personal)))
         if on_round is not None:
             on_round(t)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - began
     final, curves = engine.final(method.scoring(prior, method.finalise(engine, prior, personal)))
     return SimulationResult(
         algorithm.name,

@@ -129,7 +129,8 @@ def client_app(
         site = site_of(context)
         prior = from_record(message.content[ARRAYS])
         round_ = int(message.content[CONFIG][ROUND])
-        result = algorithm.local_update(site, prior, personal(context, prior), round_)
+        here = site.at_round(round_, config.rounds)  # that round's learning rate
+        result = algorithm.local_update(here, prior, personal(context, prior), round_)
         context.state[PERSONAL] = to_record(result.personal)
         context.state[GENERATOR] = ArrayRecord({"state": Array(site.generator.get_state().numpy())})
         return Message(_reply(result.update), reply_to=message)

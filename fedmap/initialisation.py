@@ -35,3 +35,20 @@ def initialise(
         params = get_params(build_model())
     personal = {s: {k: v.clone() for k, v in params.items()} for s in sites}
     return Initialisation(seed_site, params, personal)
+
+
+def warm_start(
+    prior: Params, sites: Sequence[str], source: str = "released prior"
+) -> Initialisation:
+    """A run that starts from a released prior instead of line 1 of Algorithm 1: gamma is that
+    prior and every theta_k starts at its mean, which is what a federation's scheduled retraining
+    does (``site_tasks.centre.server``: round 1's prior is the registry's champion, and a site
+    with no state of its own in the new run starts from the prior's mean). ``source`` names it
+    in place of a seed site."""
+    if not sites:
+        raise ValueError("a federation needs at least one site")
+    from fedmap.priors import prior_mean  # priors builds on models, not on this module
+
+    mean = prior_mean(prior)
+    personal = {s: {k: v.clone() for k, v in mean.items()} for s in sites}
+    return Initialisation(source, dict(prior), personal)

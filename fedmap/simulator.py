@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from fedmap.algorithms import Algorithm, SiteContext
 from fedmap.data import SiteData, Task
-from fedmap.initialisation import initialise
+from fedmap.initialisation import Initialisation, initialise
 from fedmap.metrics import (
     PRIMARY_METRIC,
     Reliability,
@@ -124,17 +124,20 @@ def simulate(
     config: SimulationConfig,
     seed: int,
     on_round: RoundCallback | None = None,
+    start: Initialisation | None = None,
 ) -> SimulationResult:
     """Run ``config.rounds`` communication rounds of algorithm over sites (Algorithm 1).
 
     Site k shuffles with its own generator seeded from (seed, k), so a run repeats exactly.
+    ``start``: where round 1 begins (``fedmap.initialisation.warm_start`` from a released prior);
+    None is line 1 of Algorithm 1 under seed.
     Every site must serve the same task. ``config.engine == "batched"`` hands the run to
     ``fedmap.batched.simulate_batched``.
     """
     if config.engine == "batched":
         from fedmap.batched import simulate_batched  # it builds on this module
 
-        return simulate_batched(algorithm, sites, config, seed, on_round)
+        return simulate_batched(algorithm, sites, config, seed, on_round, start)
     check_sites(sites)
     names = [s.name for s in sites]
     n_features = sites[0].num_features
@@ -147,7 +150,7 @@ def simulate(
         SiteContext(data, build, config.training, site_generator(seed, k))
         for k, data in enumerate(sites)
     ]
-    init = initialise(build, names, seed)
+    init = start if start is not None else initialise(build, names, seed)
     device = sites[0].x_train.device  # the starting point is drawn on the CPU, so runs repeat
 
     def on_device(params: Params) -> Params:
@@ -156,9 +159,12 @@ def simulate(
     prior = on_device(init.prior)
     personal = {name: on_device(p) for name, p in init.personal.items()}
     history: list[list[float]] = []
-    start = time.perf_counter()
+    began = time.perf_counter()
     for t in range(1, config.rounds + 1):
-        results = [algorithm.local_update(c, prior, personal[c.data.name], t) for c in contexts]
+        results = [
+            algorithm.local_update(c.at_round(t, config.rounds), prior, personal[c.data.name], t)
+            for c in contexts
+        ]
         personal = {r.update.site: r.personal for r in results}
         prior = algorithm.aggregate([r.update for r in results], prior)
         history.append(
@@ -169,7 +175,7 @@ def simulate(
         )
         if on_round is not None:
             on_round(t)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - began
     task = sites[0].task
     final, curves = {}, {}
     for c in contexts:

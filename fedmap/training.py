@@ -1,9 +1,11 @@
-"""Local optimisation at a site: minibatch Adam on mean NLL plus an optional penalty."""
+"""Local optimisation at a site: minibatch Adam on mean NLL plus an optional penalty, with an
+optional cosine decay of the learning rate over the communication rounds."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -22,13 +24,39 @@ class LocalTraining:
     epochs: int = 1
     batch_size: int = 64
     lr: float = 1e-2
+    lr_final: float | None = None
+    """None: the same lr in every round. Else the learning rate decays over the rounds of a run,
+    from lr in round 1 to lr_final in the last (:func:`cosine_lr`), so the models a run ends
+    with are not left wherever the last large steps put them."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+        bad_final = self.lr_final is not None and not (0 < self.lr_final <= self.lr)
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or bad_final:
             raise ValueError(
                 f"invalid local training settings: {self} (epochs >= 1, batch_size >= 2 since a "
-                "one-row batch is skipped, lr > 0)"
+                "one-row batch is skipped, lr > 0, 0 < lr_final <= lr)"
             )
+
+    def at(self, round_: int, rounds: int) -> LocalTraining:
+        """The settings of round ``round_`` of ``rounds``: a constant learning rate, that round's
+        :func:`cosine_lr` (itself when there is no decay)."""
+        if self.lr_final is None:
+            return self
+        return replace(self, lr=cosine_lr(self.lr, self.lr_final, round_, rounds), lr_final=None)
+
+
+def cosine_lr(lr: float, lr_final: float, round_: int, rounds: int) -> float:
+    """eta_t = eta_T + (eta_1 - eta_T) (1 + cos(pi (t - 1) / (T - 1))) / 2 for round t of T.
+
+    eta_1 = lr in round 1, eta_T = lr_final in round T and after (a tier-2 site's fine-tuning
+    after the last round); a one-round run uses lr."""
+    if rounds <= 1 or round_ <= 1:
+        return lr
+    if round_ >= rounds:
+        return lr_final
+    return (
+        lr_final + (lr - lr_final) * (1.0 + math.cos(math.pi * (round_ - 1) / (rounds - 1))) / 2.0
+    )
 
 
 def train_local(

@@ -57,7 +57,7 @@ def early_stopped(
     best = EarlyStopped(start, 0, score(start) if rounds == 0 else -math.inf)
     params = start
     for t in range(1, rounds + 1):
-        params = Individual().local_update(site, params, params, t).personal
+        params = Individual().local_update(site.at_round(t, rounds), params, params, t).personal
         value = score(params)
         if value > best.score:  # False for NaN
             best = EarlyStopped(params, t, value)
@@ -112,6 +112,6 @@ def local_only(
         inner_site = replace(site, data=inner)
         chosen = early_stopped(inner_site, start, rounds, lambda p: score(inner_site, p))
     params = start
-    for t in range(1, chosen.round + 1):
-        params = Individual().local_update(site, params, params, t).personal
+    for t in range(1, chosen.round + 1):  # the schedule of the rounds it replays
+        params = Individual().local_update(site.at_round(t, rounds), params, params, t).personal
     return EarlyStopped(params, chosen.round, chosen.score)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
@@ -44,6 +44,12 @@ class SiteContext:
     build_model: Callable[[], nn.Module]
     training: LocalTraining
     generator: torch.Generator
+
+    def at_round(self, round_: int, rounds: int) -> SiteContext:
+        """The site as it trains in round_ of rounds: its local settings at that round's
+        learning rate (``LocalTraining.at``); itself when the rate does not decay."""
+        training = self.training.at(round_, rounds)
+        return self if training is self.training else replace(self, training=training)
 
     def model_from(self, params: Params) -> nn.Module:
         """A model on the site's device holding params."""

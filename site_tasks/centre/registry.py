@@ -36,10 +36,10 @@ from fedmap.priors import PREFIX, prior_mean
 from fedmap.run_plots import RoundSite, SiteGain, plot_rounds_sites, plot_site_gain
 from fedmap.signing import CENTRE
 from site_tasks import trust
+from site_tasks.centre.equity import equity_summary, read_evaluations
 from site_tasks.centre.released import log_privacy, read_final_prior, shared_model
 from site_tasks.federation import FederationConfig
 from site_tasks.site.contracts import feature_columns
-from site_tasks.site.finalise import equity_summary, read_evaluations
 from site_tasks.storage import Keys, ObjectStore, first
 
 log = logging.getLogger("site_tasks")
@@ -287,6 +287,7 @@ def register(
                 "min_sites": config.min_sites,
                 "local_epochs": config.training.epochs,
                 "lr": config.training.lr,
+                "lr_final": config.training.lr_final,  # None: the same lr in every round
                 "batch_size": config.training.batch_size,
                 "model": config.model.name,
                 "contract": config.contract,

@@ -141,8 +141,8 @@ def register_run(path: Path, run: str, tolerance: float = 0.0) -> dict[str, Any]
     The result holds the equity summary (``equity``: each site's gain over its local model, the
     worst-served site and its gain, the spread of the primary metric across sites). Without a
     server the summary still goes to the log."""
+    from site_tasks.centre.equity import equity_summary, read_evaluations
     from site_tasks.centre.registry import register, tracking_uri
-    from site_tasks.site.finalise import equity_summary, read_evaluations
 
     config, store = configure(path, run)
     if store.get(Keys.of(config).prior(config.rounds + 1)[1]) is None:
@@ -217,7 +217,7 @@ def run_note(
     round and its quorum decision (from the round summaries; rounds alike share a line), the
     gate's decision (``registration``: what ``register_run`` returned, None when register ended
     ``register_state`` without a result) and the equity of the sites' final evaluations."""
-    from site_tasks.site.finalise import equity_summary, read_evaluations
+    from site_tasks.centre.equity import equity_summary, read_evaluations
 
     config, store = configure(path, run)
     keys = Keys.of(config)

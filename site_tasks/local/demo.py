@@ -34,6 +34,8 @@ from site_tasks.local.demo_data import TIERS, write_data
 from site_tasks.local.stack import BIN, REPO, Stack, start_mlflow, start_s3, stop
 
 FEDERATION = "demo"
+ROUNDS = 15
+"""Communication rounds of a demo run (``--rounds``)."""
 DATA = REPO / "data" / "demo"
 """The demo's hospital folders: the ``demo_data`` stage of dvc.yaml, pushed to the S3 remote."""
 
@@ -69,9 +71,10 @@ def version_data(stack: Stack) -> None:
             )
 
 
-def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) -> Path:
-    """``federations/demo.yaml`` over the site folders in data; returns the YAML's path."""
-    body = {
+def federation_body(state: Path, rounds: int, seed: int, data: Path = DATA) -> dict[str, Any]:
+    """The demo's federation file (as a mapping) over the site folders in data, keeping the
+    sites' own state under state. ``bench/demo_runs.py`` simulates this same file."""
+    return {
         "name": FEDERATION,
         "task": {"contract": "demo_hospitals", "model": "mlp", "standardise": True},
         "algorithm": {
@@ -83,6 +86,7 @@ def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) ->
             "epochs": 2,
             "batch_size": 32,
             "lr": 0.01,
+            "lr_final": 0.001,  # cosine decay over the rounds: final models settle (demo_runs.md)
             "seed": seed,
         },
         "sites": {
@@ -94,10 +98,15 @@ def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) ->
         "storage": {"bucket": "fedmap-demo", "connection": "fedmap_s3"},
         "mlflow": {"connection": "fedmap_mlflow"},
         "device": "auto",
-        "state_dir": str(stack.state / "demo" / "site-state"),
+        "state_dir": str(state / "demo" / "site-state"),
     }
+
+
+def write_federation(stack: Stack, rounds: int, seed: int, data: Path = DATA) -> Path:
+    """``federations/demo.yaml`` over the site folders in data; returns the YAML's path."""
     stack.federations.mkdir(parents=True, exist_ok=True)
     path = stack.federations / f"{FEDERATION}.yaml"
+    body = federation_body(stack.state, rounds, seed, data)
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
 
@@ -233,7 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary. A second run warm-starts from the registry's champion prior.",
     )
     parser.add_argument("--state", type=Path, default=REPO / ".state", help="the state folder")
-    parser.add_argument("--rounds", type=int, default=15, help="communication rounds (15)")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help=f"communication rounds ({ROUNDS})"
+    )
     parser.add_argument("--seed", type=int, default=0, help="data and training seed (0)")
     parser.add_argument(
         "--write-data", type=Path, metavar="DIR", help="only write the site folders (dvc stage)"

@@ -253,6 +253,8 @@ class Deployment:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_port),
             "AIRFLOW_CONN_FEDMAP_S3": self.s3_connection("centre"),
+            # the API server, through which a run's summarise task sets the run's note
+            "AIRFLOW_CONN_FEDMAP_AIRFLOW": json.dumps({"conn_type": "http", "host": self.api_url}),
             "FEDMAP_WORKER": "centre",
             **(scale.centre_env() if scale else {}),
         }

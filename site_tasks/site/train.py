@@ -247,7 +247,8 @@ def fit_site(config: FederationConfig, site: str, round_: int, ready: Prepared) 
         data.imputed[0],
     )
     method = widened(config.method, ready.tau2)
-    result = method.local_update(ready.context, ready.prior, ready.personal, round_)
+    here = ready.context.at_round(round_, config.rounds)  # the round's learning rate
+    result = method.local_update(here, ready.prior, ready.personal, round_)
     theta = result.update.params
     if not all(bool(torch.isfinite(v).all()) for v in theta.values()) or not math.isfinite(
         result.update.log_omega

@@ -225,6 +225,15 @@ def test_each_site_runs_on_its_own_worker(federation: tuple[Deployment, Path]) -
     assert states[("aggregate", -1)].state == "success"
     for t in range(1, ROUNDS + 1):
         assert summary(d, "edge-run-1", t)["workers"] == {s: s for s in SITES}
+    # under the real scheduler, summarise set the run's note through the REST API itself
+    assert states[("summarise", -1)].state == "success"
+    (note,) = sql(
+        d,
+        "select n.content from dag_run_note n join dag_run r on r.id = n.dag_run_id "
+        "where r.run_id = 'edge-run-1'",
+    )[0]
+    assert f": {ROUNDS} round" in str(note) and "quorum" in str(note), note
+    assert "gate: not registered (no MLflow server)" in str(note), note
     print(
         f"\nedge run: {len(SITES)} sites x {ROUNDS} rounds, {len(states)} task instances, "
         f"{seconds:.1f} s trigger to success; {figures(d, 'edge-run-1')}"

@@ -286,3 +286,24 @@ def test_cli_leaves_out_what_it_cannot_batch_only_from_the_default_list(
     assert main(named) == 2
     assert "cannot run fedbn" in capsys.readouterr().err
     assert not (tmp_path / "named").exists()  # refused before any run
+
+
+def test_a_decaying_learning_rate_matches_the_loop() -> None:
+    """lr_final: every engine trains round t at the same cosine_lr, so they still agree."""
+    sites = _odd_sites()
+    training = LocalTraining(epochs=2, batch_size=16, lr=0.05, lr_final=0.005)
+    config = SimulationConfig(rounds=3, model="logreg", training=training)
+    loop = simulate(build_algorithm("fedmap"), sites, config, 5)
+    batched = simulate_batched(build_algorithm("fedmap"), sites, config, 5)
+    constant = simulate(
+        build_algorithm("fedmap"),
+        sites,
+        SimulationConfig(rounds=3, model="logreg", training=LocalTraining(2, 16, 0.05)),
+        5,
+    )
+    assert loop.history == batched.history
+    for key in loop.prior:
+        torch.testing.assert_close(loop.prior[key], batched.prior[key], rtol=0, atol=1e-5)
+    # the decay is applied: round 1 trains at lr alike, later rounds at less
+    assert loop.history[0] == constant.history[0]
+    assert any(not torch.equal(loop.prior[k], constant.prior[k]) for k in loop.prior)

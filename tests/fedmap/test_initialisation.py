@@ -52,3 +52,18 @@ def test_global_rng_state_unchanged() -> None:
 def test_no_sites_raises() -> None:
     with pytest.raises(ValueError, match="at least one site"):
         initialise(_build, [], 0)
+
+
+def test_a_warm_start_begins_every_site_at_the_released_prior_s_mean() -> None:
+    from fedmap.initialisation import warm_start
+
+    released = {k: v + 1.0 for k, v in initialise(_build, SITES, 5).prior.items()}
+    released["prior/extra"] = torch.zeros(2)  # a learned prior's state: gamma keeps it
+    warm = warm_start(released, SITES, "fedmap-demo-prior v3")
+    assert warm.seed_site == "fedmap-demo-prior v3" and set(warm.prior) == set(released)
+    for params in warm.personal.values():
+        assert "prior/extra" not in params  # theta_k is a model: mu's keys only
+        for k, v in params.items():
+            assert torch.equal(v, released[k]) and v.data_ptr() != released[k].data_ptr()
+    with pytest.raises(ValueError, match="at least one site"):
+        warm_start(released, [])

@@ -226,6 +226,8 @@ def test_training_is_the_local_step_of_the_section() -> None:
 
     algo = AlgorithmSpec(epochs=2, batch_size=4, lr=0.5)
     assert algo.training == LocalTraining(epochs=2, batch_size=4, lr=0.5)
+    decaying = AlgorithmSpec(lr=0.5, lr_final=0.05).training
+    assert decaying == LocalTraining(lr=0.5, lr_final=0.05) and decaying.at(1, 10).lr == 0.5
 
 
 def test_the_names_are_the_libraries_own() -> None:
@@ -306,6 +308,9 @@ def _top(**change: Any) -> Any:
         ("heart_disease", _set("algorithm", "lr", -1.0), "algorithm: invalid local training"),
         ("heart_disease", _set("algorithm", "epochs", 1.5), "algorithm: invalid local training"),
         ("heart_disease", _set("algorithm", "rounds", 0), "algorithm.rounds must be a positive"),
+        ("heart_disease", _set("algorithm", "lr_final", 0.5), "algorithm.lr_final must be a"),
+        ("heart_disease", _set("algorithm", "lr_final", 0), "algorithm.lr_final must be a"),
+        ("heart_disease", _set("algorithm", "lr_final", "x"), "algorithm.lr_final must be a"),
         ("heart_disease", _set("algorithm", "prior", "laplace"), "algorithm.prior must be one of"),
         # sites
         ("heart_disease", _top(sites={}), "sites must map each site name to {data: FOLDER}"),

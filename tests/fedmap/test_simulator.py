@@ -209,3 +209,22 @@ def test_sites_must_share_a_task(tiny_federation: list[SiteData]) -> None:
 def test_rounds_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rounds"):
         SimulationConfig(rounds=0)
+
+
+def test_a_run_warm_started_from_a_released_prior(tiny_federation: list[SiteData]) -> None:
+    from fedmap.initialisation import initialise, warm_start
+
+    config = SimulationConfig(rounds=2, model="logreg", training=LocalTraining(epochs=1))
+    names = [s.name for s in tiny_federation]
+    cold = simulate(FedMAP(), tiny_federation, config, 0)
+
+    def build() -> torch.nn.Module:
+        return build_model("logreg", tiny_federation[0].num_features)
+
+    # start=None is Algorithm 1 under the seed: the same run as passing that start
+    same = simulate(FedMAP(), tiny_federation, config, 0, start=initialise(build, names, 0))
+    assert same.history == cold.history
+    warm = simulate(FedMAP(), tiny_federation, config, 0, start=warm_start(cold.prior, names))
+    assert warm.seed_site == "released prior" and warm.history != cold.history
+    again = simulate(FedMAP(), tiny_federation, config, 0, start=warm_start(cold.prior, names))
+    assert again.history == warm.history

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -125,3 +126,26 @@ def test_reduces_cox_nll_on_survival_data() -> None:
     assert after < before - 0.3
     weight = model.head.weight.detach().ravel()
     assert float(weight[0]) > 1.5 and float(weight[1:].abs().max()) < 0.5
+
+
+def test_the_cosine_schedule_runs_from_lr_to_lr_final() -> None:
+    from fedmap.training import cosine_lr
+
+    rates = [cosine_lr(0.01, 0.001, t, 15) for t in range(1, 16)]
+    assert rates[0] == 0.01 and rates[-1] == 0.001
+    assert rates[7] == pytest.approx(0.0055)  # half way: the mean of the two
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert cosine_lr(0.01, 0.001, 16, 15) == 0.001  # a tier-2 site's fine-tuning after the last
+    assert cosine_lr(0.01, 0.001, 1, 1) == 0.01  # a one-round run
+
+
+def test_a_round_s_settings_are_constant_and_none_decay_without_lr_final() -> None:
+    constant = LocalTraining(epochs=2, batch_size=32, lr=0.01)
+    assert constant.at(7, 15) is constant
+    decaying = LocalTraining(epochs=2, batch_size=32, lr=0.01, lr_final=0.001)
+    last = decaying.at(15, 15)
+    assert (last.lr, last.lr_final, last.epochs, last.batch_size) == (0.001, None, 2, 32)
+    assert last.at(1, 15) is last  # a round's settings do not decay again
+    for bad in (0.0, -1e-3, 0.02):
+        with pytest.raises(ValueError, match="lr_final"):
+            LocalTraining(lr=0.01, lr_final=bad)

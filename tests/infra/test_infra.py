@@ -418,6 +418,21 @@ def test_the_centre_keeps_its_credentials_in_the_scheduler() -> None:
     assert holders == {"airflow-scheduler"}  # not the API server, which answers the sites
 
 
+def test_the_scheduler_can_set_a_runs_note_through_the_api() -> None:
+    """summarise sets each run's note through fedmap_airflow (dags/fedmap_federation.py): the
+    API server by its service name, with the admin's credentials (FAB: POST /auth/token)."""
+    found = services(CENTRE / "compose.yaml")
+    scheduler = environment(found["airflow-scheduler"])
+    connection = json.loads(scheduler["AIRFLOW_CONN_FEDMAP_AIRFLOW"])
+    assert connection["host"] == "http://airflow-api:8080" and "airflow-api" in found
+    assert (connection["login"], connection["password"]) == (
+        "${AIRFLOW_ADMIN_USER}",
+        "${AIRFLOW_ADMIN_PASSWORD}",
+    )
+    example = (CENTRE / ".env.example").read_text()
+    assert "AIRFLOW_ADMIN_USER=" in example and "AIRFLOW_ADMIN_PASSWORD=" in example
+
+
 def test_the_site_worker_opens_no_port_and_reads_its_data_read_only() -> None:
     found = services(SITE / "compose.yaml")
     assert list(found) == ["edge-worker"]

@@ -14,8 +14,11 @@ A demo run's outcome depends on its run id, since every site shuffles with a see
 - every site's gain is measured against the very local-only model the DAG's ``finalise`` trains
   (``site_tasks.site.finalise.local_baseline``, whose seed is fixed by federation and site).
 
-It writes ``docs/results/demo_runs.json`` (every site's gain in every run), ``demo_runs.md`` (the
-targets met per run and per site) and ``demo_runs.png`` (each site's gains, one dot per run).
+Both learning-rate schedules run side by side on the same shuffles: the demo's own (lr decaying
+to ``lr_final`` over the rounds) and a constant lr (the demo before ``lr_final``). It writes
+``docs/results/demo_runs.json`` (every site's gain in every run), ``demo_runs.md`` (the targets
+met per schedule, run and site), ``demo_runs_metrics.json`` and ``demo_runs.png`` (each site's
+gains, one dot per run, one panel per schedule).
 Run through ``dvc repro demo_runs`` (``python -m bench.demo_runs``).
 """
 
@@ -28,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +129,20 @@ def verdict(gains: Gains) -> dict[str, Any]:
     }
 
 
+SCHEDULES = ("demo", "constant")
+"""demo: the file's learning rate, decaying from lr to lr_final over the rounds; constant: lr
+in every round (the demo before ``lr_final``), side by side on the same shuffles."""
+
+
+def with_schedule(config: FederationConfig, schedule: str) -> FederationConfig:
+    """The demo's federation under one of SCHEDULES."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if schedule == "demo":
+        return config
+    return replace(config, training=replace(config.training, lr_final=None))
+
+
 def run_pairs(config: FederationConfig, pairs: int) -> dict[str, Any]:
     """``pairs`` cold runs, each followed by a warm run from its final prior."""
     tier1, tier2 = sites_of(config, 1), sites_of(config, 2)
@@ -133,7 +151,9 @@ def run_pairs(config: FederationConfig, pairs: int) -> dict[str, Any]:
     names = [s.name for s in tier1]
     records = []
     began = time.perf_counter()
-    for pair in tqdm(range(1, pairs + 1), desc="demo runs (cold + warm)", unit="pair"):
+    final = config.training.lr_final
+    label = f"lr {config.training.lr} " + ("constant" if final is None else f"-> {final}")
+    for pair in tqdm(range(1, pairs + 1), desc=f"demo runs, {label}", unit="pair"):
         cold, prior = one_run(config, tier1, tier2, cold_start, pair, f"cold-{pair}")
         warm, _ = one_run(
             config, tier1, tier2, warm_start(prior, names), 10_000 + pair, f"warm-{pair}"
@@ -144,6 +164,8 @@ def run_pairs(config: FederationConfig, pairs: int) -> dict[str, Any]:
     return {
         "federation": config.name,
         "rounds": config.rounds,
+        "lr": config.training.lr,
+        "lr_final": config.training.lr_final,
         "pairs": pairs,
         "local_only_accuracy": base,
         "records": records,
@@ -170,11 +192,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = Path(tmp) / "demo.yaml"
         body = federation_body(Path(tmp), args.rounds, args.seed, data)
         path.write_text(yaml.safe_dump(body, sort_keys=False))
-        result = run_pairs(load_federation(path, deployed=False), args.pairs)
+        config = load_federation(path, deployed=False)
+        result = {
+            "schedules": {
+                name: run_pairs(with_schedule(config, name), args.pairs) for name in SCHEDULES
+            }
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(json_numbers(result), indent=1, allow_nan=False) + "\n"
     write_atomic(args.out / "demo_runs.json", text)
-    print(write_report(result, args.out))
+    print(write_report(result["schedules"], args.out))
     return 0
 
 

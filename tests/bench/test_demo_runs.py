@@ -23,13 +23,22 @@ def test_a_run_meets_the_targets_by_its_mean_and_its_worst_site() -> None:
 
 def test_one_pair_of_two_round_runs_writes_the_page_json_and_picture(tmp_path: Path) -> None:
     assert main(["--pairs", "1", "--rounds", "2", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "demo_runs.json").read_text())
+    schedules = json.loads((tmp_path / "demo_runs.json").read_text())["schedules"]
+    assert (schedules["demo"]["lr_final"], schedules["constant"]["lr_final"]) == (0.001, None)
     trained = {name for name, tier in TIERS.items() if tier in (1, 2)}
-    assert set(result["local_only_accuracy"]) == trained
-    assert [(r["pair"], r["run"]) for r in result["records"]] == [(1, "cold"), (1, "warm")]
-    for record in result["records"]:
-        assert set(record["gains_pp"]) == trained
-        assert record["worst_gain_pp"] == min(record["gains_pp"].values())
+    for result in schedules.values():
+        assert set(result["local_only_accuracy"]) == trained
+        assert [(r["pair"], r["run"]) for r in result["records"]] == [(1, "cold"), (1, "warm")]
+        for record in result["records"]:
+            assert set(record["gains_pp"]) == trained
+            assert record["worst_gain_pp"] == min(record["gains_pp"].values())
+    # the schedule reaches the local baseline too: its models differ between the two
+    assert schedules["demo"]["local_only_accuracy"] != schedules["constant"]["local_only_accuracy"]
     page = (tmp_path / "demo_runs.md").read_text()
-    assert "| tiers 1-2 mean gain >= +3 pp |" in page and "| site-12 |" in page
+    assert "| tiers 1-2 mean gain ≥ +3 pp |" in page and "| site-12 |" in page
+    assert "lr 0.01 → 0.001: cold" in page and "lr 0.01 constant: cold" in page
+    metrics = json.loads((tmp_path / "demo_runs_metrics.json").read_text())
+    assert (
+        0 <= metrics["demo_cold_worst_met_share"] <= 1 and "constant_warm_mean_gain_pp" in metrics
+    )
     assert (tmp_path / "demo_runs.png").read_bytes()[:4] == b"\x89PNG"

@@ -14,6 +14,11 @@ A demo run's outcome depends on its run id, since every site shuffles with a see
 - every site's gain is measured against the very local-only model the DAG's ``finalise`` trains
   (``site_tasks.site.finalise.local_baseline``, whose seed is fixed by federation and site).
 
+Two differences from the DAG change only the statistics: a tier-1 site shuffles with one
+generator over the run (``fedmap.simulator.site_generator``) where the DAG reseeds it each round
+(``round_seed``), and every warm run starts from the cold run just before it, where a second
+``make demo`` starts from the registry's champion (the same prior whenever the gate promoted it).
+
 Both learning-rate schedules run side by side on the same shuffles: the demo's own (lr decaying
 to ``lr_final`` over the rounds) and a constant lr (the demo before ``lr_final``). It writes
 ``docs/results/demo_runs.json`` (every site's gain in every run), ``demo_runs.md`` (the targets

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fedmap.params import Params, get_params
+from fedmap.priors import prior_mean
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,13 @@ def warm_start(
     prior: Params, sites: Sequence[str], source: str = "released prior"
 ) -> Initialisation:
     """A run that starts from a released prior instead of line 1 of Algorithm 1: gamma is that
-    prior and every theta_k starts at its mean, which is what a federation's scheduled retraining
-    does (``site_tasks.centre.server``: round 1's prior is the registry's champion, and a site
-    with no state of its own in the new run starts from the prior's mean). ``source`` names it
-    in place of a seed site."""
+    prior's mean mu (a learned prior's ``prior/...`` state is left behind) and every theta_k
+    starts at mu, which is what a federation's scheduled retraining does
+    (``site_tasks.centre.server``: round 1's prior is the registry champion's mean, and a site
+    with no state of its own in the new run starts from it). ``source`` names it in place of a
+    seed site."""
     if not sites:
         raise ValueError("a federation needs at least one site")
-    from fedmap.priors import prior_mean  # priors builds on models, not on this module
-
     mean = prior_mean(prior)
     personal = {s: {k: v.clone() for k, v in mean.items()} for s in sites}
-    return Initialisation(source, dict(prior), personal)
+    return Initialisation(source, {k: v.clone() for k, v in mean.items()}, personal)

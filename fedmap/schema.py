@@ -267,8 +267,8 @@ class AlgorithmSpec:
     lr: float = 0.01
     lr_final: float | None = None
     """None: lr in every round. Else a cosine decay over the rounds, from lr in round 1 to
-    lr_final in the last and in a tier-2 site's fine-tuning (``fedmap.training.cosine_lr``);
-    the local-only baseline follows the same schedule."""
+    lr_final in the last (``fedmap.training.cosine_lr``); a tier-2 site's fine-tuning and the
+    local-only baseline replay the same schedule, step t at round t's rate."""
     seed: int = 0
 
     @property
@@ -526,21 +526,21 @@ def algorithm_spec(data: Any) -> AlgorithmSpec:
         raise ConfigError(f"algorithm.rounds must be a positive integer, got {spec.rounds!r}")
     # fedmap.training.LocalTraining's rule, checked here without importing torch
     lr_ok = isinstance(spec.lr, int | float) and not isinstance(spec.lr, bool) and spec.lr > 0
-    final = spec.lr_final
-    if final is not None and not (
-        lr_ok and isinstance(final, int | float) and not isinstance(final, bool)
-        and 0 < final <= spec.lr
-    ):  # fmt: skip
-        raise ConfigError(
-            f"algorithm.lr_final must be a number in (0, lr = {spec.lr!r}], got {final!r} "
-            "(leave it out for the same learning rate in every round)"
-        )
     counts_ok = _is_int(spec.epochs) and spec.epochs >= 1
     counts_ok = counts_ok and _is_int(spec.batch_size) and spec.batch_size >= 2
     if not (lr_ok and counts_ok):
         raise ConfigError(
             f"algorithm: invalid local training settings: epochs={spec.epochs!r}, "
             f"batch_size={spec.batch_size!r}, lr={spec.lr!r} (epochs >= 1; batch_size >= 2, since a one-row batch is skipped; lr > 0)"
+        )
+    final = spec.lr_final
+    if final is not None and not (
+        isinstance(final, int | float) and not isinstance(final, bool)
+        and 0 < final <= spec.lr
+    ):  # fmt: skip
+        raise ConfigError(
+            f"algorithm.lr_final must be a number in (0, lr = {spec.lr!r}], got {final!r} "
+            "(leave it out for the same learning rate in every round)"
         )
     return spec
 

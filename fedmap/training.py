@@ -48,8 +48,8 @@ class LocalTraining:
 def cosine_lr(lr: float, lr_final: float, round_: int, rounds: int) -> float:
     """eta_t = eta_T + (eta_1 - eta_T) (1 + cos(pi (t - 1) / (T - 1))) / 2 for round t of T.
 
-    eta_1 = lr in round 1, eta_T = lr_final in round T and after (a tier-2 site's fine-tuning
-    after the last round); a one-round run uses lr."""
+    eta_1 = lr in round 1, eta_T = lr_final in round T and in any later round; a one-round run
+    uses lr. A tier-2 site's fine-tuning replays the rounds' schedule, step t at eta_t."""
     if rounds <= 1 or round_ <= 1:
         return lr
     if round_ >= rounds:

@@ -189,6 +189,8 @@ def finetune(
     ready = prepare(config, site, rounds + 1, store)
     tuned = ready
     for t in range(1, rounds + 1):  # a tier-1 site's budget and schedule: rounds x local epochs
+        # step t at round t's rate; fit_site's own at_round is then a no-op, since a round's
+        # settings (LocalTraining.at) hold a constant rate
         step = replace(tuned, context=ready.context.at_round(t, rounds))
         fitted = fit_site(config, site, rounds + 1, step)
         tuned = replace(tuned, personal=fitted.personal)

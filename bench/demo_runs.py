@@ -56,8 +56,8 @@ from fedmap.tabular import load_tabular_site
 from site_tasks.federation import FederationConfig, load_federation
 from site_tasks.local.demo import ROUNDS, federation_body
 from site_tasks.local.demo_data import write_data
-from site_tasks.site.finalise import local_baseline
-from site_tasks.site.train import Prepared, seed_of
+from site_tasks.site.finalise import fine_tuned, local_baseline
+from site_tasks.site.train import Prepared, round_seed
 
 Gains = dict[str, float]
 
@@ -85,18 +85,15 @@ def _builder(config: FederationConfig) -> Any:
 def fine_tune(
     config: FederationConfig, prior: Mapping[str, torch.Tensor], data: SiteData, run: str
 ) -> float:
-    """A tier-2 site's accuracy after ``finalise``'s fine-tuning: the local MAP objective under
-    the final prior, from its mean, for rounds rounds of the federation's local epochs, each at
-    its round's learning rate."""
-    seed = seed_of(f"{config.name}/{run}/{data.name}/{config.rounds + 1}/{config.seed}")
+    """A tier-2 site's accuracy after ``finalise``'s fine-tuning (``fine_tuned``) from the final
+    prior's mean, with the generator its ``prepare`` gives it in that run."""
+    in_run = replace(config, run=run)
+    seed = round_seed(in_run, data.name, config.rounds + 1)  # the generator prepare gives it
     context = SiteContext(
         data, _builder(config), config.training, torch.Generator().manual_seed(seed)
     )
-    tuned = prior_mean(dict(prior))
-    for t in range(1, config.rounds + 1):
-        here = context.at_round(t, config.rounds)
-        tuned = config.method.local_update(here, dict(prior), tuned, config.rounds + 1).personal
-    return evaluate(context, tuned).primary
+    ready = Prepared(context, dict(prior), prior_mean(dict(prior)), torch.device("cpu"))
+    return evaluate(context, fine_tuned(in_run, data.name, config.rounds, ready).personal).primary
 
 
 def one_run(

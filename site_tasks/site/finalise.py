@@ -27,7 +27,15 @@ from fedmap.params import Params
 from fedmap.report import json_numbers
 from site_tasks import trust
 from site_tasks.federation import FederationConfig
-from site_tasks.site.train import Prepared, fit_site, keep_state, prepare, score_params, seed_of
+from site_tasks.site.train import (
+    Fitted,
+    Prepared,
+    fit_site,
+    keep_state,
+    prepare,
+    score_params,
+    seed_of,
+)
 from site_tasks.storage import Keys, ObjectStore
 
 log = logging.getLogger("site_tasks")
@@ -177,6 +185,20 @@ def share(
         log.info("%s: sent its %s -> %s", site, what, tensors_key)
 
 
+def fine_tuned(config: FederationConfig, site: str, rounds: int, ready: Prepared) -> Fitted:
+    """Tier 2's model: the local MAP objective under the final prior, from ready's start, for
+    rounds steps of the federation's local epochs (a tier-1 site's budget), step t at round t's
+    learning rate. ``bench/demo_runs.py`` replays it."""
+    tuned = ready
+    for t in range(1, rounds + 1):
+        # step t at round t's rate; fit_site's own at_round is then a no-op, since a round's
+        # settings (LocalTraining.at) hold a constant rate
+        step = replace(tuned, context=ready.context.at_round(t, rounds))
+        fitted = fit_site(config, site, rounds + 1, step)
+        tuned = replace(tuned, personal=fitted.personal)
+    return fitted
+
+
 def finetune(
     config: FederationConfig, store: ObjectStore, site: str, rounds: int
 ) -> SiteEvaluation:
@@ -187,13 +209,7 @@ def finetune(
     The site never contributes: its parameters and omega stay on its own disk.
     """
     ready = prepare(config, site, rounds + 1, store)
-    tuned = ready
-    for t in range(1, rounds + 1):  # a tier-1 site's budget and schedule: rounds x local epochs
-        # step t at round t's rate; fit_site's own at_round is then a no-op, since a round's
-        # settings (LocalTraining.at) hold a constant rate
-        step = replace(tuned, context=ready.context.at_round(t, rounds))
-        fitted = fit_site(config, site, rounds + 1, step)
-        tuned = replace(tuned, personal=fitted.personal)
+    fitted = fine_tuned(config, site, rounds, ready)
     keep_state(config, site, rounds + 1, fitted.personal)
     own = score_params(ready.context, fitted.personal).as_dict()
     return _evaluation(config, store, ready, rounds, site, 2, own)

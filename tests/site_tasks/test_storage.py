@@ -9,6 +9,7 @@ import pytest
 
 from site_tasks.federation import StorageConfig
 from site_tasks.storage import Keys, S3Store, StorageError, Version, Versioned, first, versions
+from tests.memory_store import MemoryStore
 
 
 @pytest.fixture
@@ -60,20 +61,7 @@ def test_without_versioning_first_is_get_and_versions_is_the_listing(store: S3St
 
 
 def test_a_store_without_versions_reads_as_one_version_per_key() -> None:
-    class Memory:
-        def __init__(self) -> None:
-            self.objects = {"p/a": b"1", "q/b": b"2"}
-
-        def put(self, key: str, data: bytes) -> None:
-            self.objects[key] = data
-
-        def get(self, key: str) -> bytes | None:
-            return self.objects.get(key)
-
-        def list(self, prefix: str) -> list[str]:
-            return sorted(k for k in self.objects if k.startswith(prefix))
-
-    memory = Memory()
+    memory = MemoryStore({"p/a": b"1", "q/b": b"2"})
     assert not isinstance(memory, Versioned)
     assert first(memory, "p/a") == b"1" and first(memory, "p/z") is None
     assert versions(memory, "p/") == {"p/a": [Version(None, None)]}

@@ -13,22 +13,7 @@ from site_tasks.federation import load_federation
 from site_tasks.local.demo import write_federation
 from site_tasks.local.stack import Stack
 from site_tasks.storage import Keys
-
-
-class _Store:
-    """A dict as an object store: the centre only reads here."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    def put(self, key: str, data: bytes) -> None:
-        self.objects[key] = data
-
-    def get(self, key: str) -> bytes | None:
-        return self.objects.get(key)
-
-    def list(self, prefix: str) -> list[str]:
-        return sorted(k for k in self.objects if k.startswith(prefix))
+from tests.memory_store import MemoryStore
 
 
 def _evaluation(own: float, local: float, auc: float | None = 0.9) -> bytes:
@@ -39,7 +24,7 @@ def _evaluation(own: float, local: float, auc: float | None = 0.9) -> bytes:
 
 def test_gains_the_worst_served_site_and_the_spread(tmp_path: Path) -> None:
     config = load_federation(write_federation(Stack(tmp_path), 3, 0, tmp_path / "data"))
-    store, keys = _Store(), Keys.of(config)
+    store, keys = MemoryStore(), Keys.of(config)
     store.put(keys.evaluation("site-01"), _evaluation(0.90, 0.88))
     store.put(keys.evaluation("site-04"), _evaluation(0.80, 0.70, auc=None))  # null: NaN again
     store.put(keys.evaluation("site-12"), _evaluation(0.75, 0.77))
@@ -60,4 +45,4 @@ def test_gains_the_worst_served_site_and_the_spread(tmp_path: Path) -> None:
 
 def test_no_evaluation_no_summary(tmp_path: Path) -> None:
     config = load_federation(write_federation(Stack(tmp_path), 3, 0, tmp_path / "data"))
-    assert equity_summary(config, read_evaluations(config, _Store())) is None
+    assert equity_summary(config, read_evaluations(config, MemoryStore())) is None

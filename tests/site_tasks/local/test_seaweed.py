@@ -149,8 +149,9 @@ def test_nobody_may_delete_or_unlock_the_first_version(seaweed: Seaweed) -> None
         Bucket="fedmap", Delete={"Objects": [{"Key": key, "VersionId": oldest}]}
     )
     assert [e.get("Code") for e in batch.get("Errors", [])] == ["AccessDenied"]
-    # An hour is far shorter than the bucket's COMPLIANCE default (days) yet never in the past
-    # by the time a slow machine sends the request (a past date is a 400, not the refusal).
+    # An hour is far shorter than the bucket's COMPLIANCE default (RETENTION_DAYS, one day) yet
+    # never in the past by the time a slow machine sends the request (a past date is a 400, not
+    # the refusal).
     soon = datetime.now(UTC) + timedelta(hours=1)
     retention: Any = {"Mode": "GOVERNANCE", "RetainUntilDate": soon}
     assert error(site.client.put_object_retention, **one, Retention=retention) == denied

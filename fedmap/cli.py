@@ -23,7 +23,9 @@ from fedmap.experiment import Run, SiteRecord, federation_folder, records_of, ru
 from fedmap.metrics import LOWER_IS_BETTER, METRICS, PRIMARY_METRIC
 from fedmap.models import MODEL_NAMES
 from fedmap.protocols import (
+    AUTHORS_PROTOCOLS,
     PAPER,
+    PAPER_2CB8DEE,
     PROTOCOLS,
     ProtocolRun,
     as_run,
@@ -59,7 +61,8 @@ def _names(text: str, allowed: Sequence[str], what: str) -> list[str]:
 
 def _methods(text: str) -> list[str]:
     """Method names; ``fedmap-<prior>`` (gaussian, diagonal, icnn) is FedMAP with that prior, and
-    the paper protocol's columns (``fedmap-samples``, ``fedmap-omega``) go with --protocol paper."""
+    the paper protocol's columns (``fedmap-samples``, ``fedmap-omega``) go with --protocol paper
+    (or paper-2cb8dee)."""
     variants = dict.fromkeys((*METHODS, *(f"fedmap-{p}" for p in PRIORS), *PAPER.columns))
     return list(METHODS) if text == "all" else _names(text, list(variants), "method(s)")
 
@@ -95,7 +98,10 @@ def _protocol_help() -> str:
         "fedmap-omega by omega; their FedBN is FedAvg (no BatchNorm in their MLP). With paper, "
         "--methods picks columns, --rounds and --epochs cap every column's budget (a quick "
         "check), and every column of a seed sees the same seeded sites; --config, --data-root, "
-        "--engine, --model and --federation do not apply."
+        "--engine, --model and --federation do not apply. paper-2cb8dee: the same, read from the "
+        "authors' first runnable commit: Adam at lr 1e-3, FedMAP's sites training that commit's "
+        "CrossEntropyLoss over the batch's sigmoid outputs, FedProx and FedBN as FedAvg, "
+        "Individual on the federated 20 x 50 epochs."
     )
 
 
@@ -231,7 +237,9 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def simulate_paper(args: argparse.Namespace) -> int:
-    """``fedmap simulate --protocol paper``: the authors' protocol (``fedmap.protocols.PAPER``)."""
+    """``fedmap simulate --protocol paper`` (or ``paper-2cb8dee``): a reading of the authors' code
+    (``fedmap.protocols.AUTHORS_PROTOCOLS``)."""
+    flag = f"--protocol {args.protocol}"
     given = {
         "--federation": args.federation,
         "--config": args.config,
@@ -243,16 +251,16 @@ def simulate_paper(args: argparse.Namespace) -> int:
     clashing = [flag for flag, value in given.items() if value is not None]
     if clashing:
         raise ConfigError(
-            f"--protocol paper sets its own sites, budgets and engine; drop {', '.join(clashing)}"
+            f"{flag} sets its own sites, budgets and engine; drop {', '.join(clashing)}"
         )
     if args.scenario is None:
-        raise ConfigError("--protocol paper needs --scenario")
-    protocol = PAPER.capped(args.rounds, args.epochs)
+        raise ConfigError(f"{flag} needs --scenario")
+    protocol = AUTHORS_PROTOCOLS[args.protocol].capped(args.rounds, args.epochs)
     columns = args.methods if args.methods_given else list(protocol.columns)
     unknown = [c for c in columns if c not in protocol.columns]
     if unknown:
         raise ConfigError(
-            f"--protocol paper has no column(s) {', '.join(unknown)}; "
+            f"{flag} has no column(s) {', '.join(unknown)}; "
             f"choose from {', '.join(protocol.columns)}"
         )
     if args.sites is not None and args.sites < 1:
@@ -260,7 +268,7 @@ def simulate_paper(args: argparse.Namespace) -> int:
     sites = args.sites or NUM_SITES
     runs = [ProtocolRun(args.scenario, c, s, sites) for c in columns for s in args.seeds]
     print(
-        f"simulating {args.scenario} under the authors' protocol ({sites} sites): "
+        f"simulating {args.scenario} under the authors' protocol {protocol.name} ({sites} sites): "
         f"{len(columns)} column(s) x {len(args.seeds)} seed(s), {args.jobs} process(es)",
         file=sys.stderr,
     )
@@ -275,7 +283,7 @@ def simulate_paper(args: argparse.Namespace) -> int:
     table = comparison_markdown(protocol, records)
     rows = protocol.rows[args.scenario]
     header = [
-        f"# {args.scenario}: the authors' protocol (fedmap simulate --protocol paper)",
+        f"# {args.scenario}: the authors' protocol (fedmap simulate {flag})",
         "",
         f"Reported metric: {protocol.metric}, the site average over each site's validation "
         f"split. Generator: {protocol.synthetic}, {rows.rows} rows per site"
@@ -295,11 +303,13 @@ def simulate_paper(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    if args.protocol == "paper":
+    if args.protocol in AUTHORS_PROTOCOLS:
         return simulate_paper(args)
     paper_only = [m for m in args.methods if m in PAPER_ONLY]
     if paper_only:
-        raise ConfigError(f"{', '.join(paper_only)}: columns of --protocol paper only")
+        raise ConfigError(
+            f"{', '.join(paper_only)}: columns of --protocol paper (or paper-2cb8dee) only"
+        )
     if args.sites is not None and (args.federation is not None or args.data_root is not None):
         raise ConfigError(
             "--sites sets how many synthetic sites to generate; a federation file or "
@@ -401,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every method x seed on one scenario of the paper's synthetic federation "
         "(10 sites, or --sites N), or on the tier-1 sites of a federation file (--federation), and write "
         "DIR/results.json, DIR/summary.md and DIR/curves.png (and DIR/reliability.png for a binary "
-        "task). --protocol paper runs a scenario under the authors' own protocol instead of ours.",
+        "task). --protocol paper (or paper-2cb8dee) runs a scenario under the authors' own "
+        "protocol instead of ours.",
     )
     what = sim.add_mutually_exclusive_group(required=True)
     what.add_argument("--scenario", choices=SCENARIOS, help="a synthetic scenario")
@@ -416,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(METHODS),
         help=f"comma-separated, or 'all' (default): {','.join(METHODS)}; with --federation also "
         "fedmap-gaussian, fedmap-diagonal, fedmap-icnn (default there: fedmap,individual); with "
-        f"--protocol paper its columns (default there: all): {','.join(PAPER.columns)}",
+        f"--protocol paper its columns (default there: all): {','.join(PAPER.columns)}; with "
+        f"paper-2cb8dee: {','.join(PAPER_2CB8DEE.columns)}",
     )
     sim.add_argument(
         "--seeds",

@@ -38,6 +38,11 @@ trains its own budget, and the reported metric is balanced accuracy:
   keeps local only the keys containing ``bn``: none, so every layer is averaged and the global
   model scored. Their FedBN is FedAvg, and the ``fedbn`` column runs FedAvg.
 
+``paper-2cb8dee`` (``PAPER_2CB8DEE``) reads the first commit that runs, 2cb8dee, as it runs: the
+same sites and metric, Adam at lr 1e-3, FedMAP's sites training the loss that commit's
+``is_multi_class`` bug gives them (``fedmap.objective.ce_over_batch``), FedProx and FedBN running
+FedAvg, and Individual (which that commit cannot run) on the federated budget.
+
 Our runs stay seeded: for a seed, every column sees the same sites (the authors' code redraws
 unseeded data on every run from f01521c), model initialisation and shuffles.
 """
@@ -74,7 +79,7 @@ from fedmap.synthetic import (
 )
 from fedmap.training import LocalTraining
 
-PROTOCOLS: tuple[str, ...] = ("converged", "paper")
+PROTOCOLS: tuple[str, ...] = ("converged", "paper", "paper-2cb8dee")
 REPRODUCE_WITHIN_PP = 3.0
 """The issue's tolerance: a cell reproduces the paper when within 3 points of it."""
 
@@ -209,6 +214,7 @@ class EvaluationProtocol:
             out.append(
                 f"{name}: {b.method}{f' ({opts})' if opts else ''}, {b.rounds} round(s) x "
                 f"{t.epochs} epoch(s) of Adam, lr {t.lr:g}, batch {t.batch_size}"
+                f"{'' if t.loss == 'nll' else f', loss {t.loss}'}"
                 f"{f' [{b.source}]' if b.source else ''}"
             )
         return out
@@ -304,6 +310,58 @@ PAPER = EvaluationProtocol(
     },
 )
 """The authors' protocol (module docstring): ``fedmap simulate --protocol paper``."""
+
+_FEDERATED_2CB8DEE = LocalTraining(epochs=50, batch_size=64, lr=1e-3)
+_AT_2CB8DEE = "config/config.yaml, src/utils/train_helper.py 2cb8dee"
+
+PAPER_2CB8DEE = replace(
+    PAPER,
+    name="paper-2cb8dee",
+    columns={
+        "fedmap-samples": MethodBudget(
+            "fedmap",
+            20,
+            replace(_FEDERATED_2CB8DEE, loss="ce-over-batch"),
+            {**_FEDMAP, "weighting": "samples"},
+            "fedmap",
+            f"{_AT_2CB8DEE}; loss: CrossEntropyLoss over the batch's sigmoid outputs "
+            "(is_multi_class left True by simulation.py); weights: src/strategies/fedmap.py",
+        ),
+        "individual": MethodBudget(
+            "individual",
+            20,
+            _FEDERATED_2CB8DEE,
+            {},
+            "individual",
+            "no Individual runner at 2cb8dee: Individual on the federated budget and lr",
+        ),
+        "fedavg": MethodBudget("fedavg", 20, _FEDERATED_2CB8DEE, {}, "fedavg", _AT_2CB8DEE),
+        "fedprox": MethodBudget(
+            "fedavg",
+            20,
+            _FEDERATED_2CB8DEE,
+            {},
+            "fedprox",
+            f"{_AT_2CB8DEE}; FedProx sites run fit_fedavg (src/simulation/client.py), so FedAvg",
+        ),
+        "fedbn": MethodBudget(
+            "fedavg",
+            20,
+            _FEDERATED_2CB8DEE,
+            {},
+            "fedbn",
+            f"{_AT_2CB8DEE}; no BatchNorm in src/models/map_mlp.py, so FedAvg",
+        ),
+    },
+)
+"""The authors' first runnable commit, 2cb8dee (7 June 2024), read as it runs: ``paper``'s sites
+and metric, Adam at lr 1e-3 (3829d55 lowered it to 1e-4), FedMAP's sites training
+``ce-over-batch`` (``fedmap.objective.ce_over_batch``) as that commit's bug has them, FedProx and
+FedBN running FedAvg, and, since 2cb8dee has no Individual runner, Individual on the federated
+budget: ``fedmap simulate --protocol paper-2cb8dee``."""
+
+AUTHORS_PROTOCOLS: dict[str, EvaluationProtocol] = {"paper": PAPER, "paper-2cb8dee": PAPER_2CB8DEE}
+"""The readings of the authors' code that ``fedmap simulate --protocol`` runs, by name."""
 
 
 @dataclass(frozen=True)

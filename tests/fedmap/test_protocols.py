@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,50 @@ def test_columns_that_train_the_same_thing_run_once() -> None:
     assert (avg.method, bn.method, ind.method) == ("fedavg", "fedbn", "individual")
     assert bn.final == avg.final and bn.history == avg.history  # FedBN is FedAvg there
     assert ind.final != avg.final
+
+
+def test_the_2cb8dee_reading_runs_that_commits_lr_loss_and_methods() -> None:
+    from fedmap.protocols import AUTHORS_PROTOCOLS, PAPER_2CB8DEE, PROTOCOLS
+
+    assert AUTHORS_PROTOCOLS == {"paper": PAPER, "paper-2cb8dee": PAPER_2CB8DEE}
+    assert set(AUTHORS_PROTOCOLS) < set(PROTOCOLS)
+    c = PAPER_2CB8DEE.columns
+    assert (PAPER_2CB8DEE.metric, PAPER_2CB8DEE.synthetic, PAPER_2CB8DEE.rows) == (
+        PAPER.metric,
+        PAPER.synthetic,
+        PAPER.rows,
+    )
+    at_1e3 = LocalTraining(epochs=50, batch_size=64, lr=1e-3)
+    assert c["fedmap-samples"].training == replace(at_1e3, loss="ce-over-batch")
+    for name in ("individual", "fedavg", "fedprox", "fedbn"):
+        assert (c[name].rounds, c[name].training) == (20, at_1e3), name  # BCE: the bug was FedMAP's
+    assert {n: b.method for n, b in c.items()} == {
+        "fedmap-samples": "fedmap",
+        "individual": "individual",
+        "fedavg": "fedavg",
+        "fedprox": "fedavg",  # FedProx sites ran fit_fedavg at 2cb8dee
+        "fedbn": "fedavg",
+    }
+    fedmap = c["fedmap-samples"].algorithm()
+    assert isinstance(fedmap, FedMAP) and fedmap.weighting == "samples"
+    assert {PAPER_2CB8DEE.simulation(n).engine for n in c} == {"batched"}
+    for name, budget in c.items():
+        assert COMMIT.search(budget.source), f"{name}: no commit in {budget.source!r}"
+
+
+def test_simulate_protocol_paper_2cb8dee_end_to_end(tmp_path: Path) -> None:
+    args = ["simulate", "--protocol", "paper-2cb8dee", "--scenario", "feature-skew",
+            "--rounds", "1", "--epochs", "1", "--sites", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert {r["method"] for r in records} == {
+        "fedmap-samples", "individual", "fedavg", "fedprox", "fedbn"
+    }  # fmt: skip
+    summary = (tmp_path / "summary.md").read_text()
+    assert "(fedmap simulate --protocol paper-2cb8dee)" in summary
+    assert (
+        "- fedmap-samples: fedmap (" in summary
+        and "lr 0.001, batch 64, loss ce-over-batch" in summary
+    )
+    assert "- fedavg: fedavg, 1 round(s) x 1 epoch(s) of Adam, lr 0.001, batch 64 [" in summary
+    assert main([*args[:-1], str(tmp_path / "omega"), "--methods", "fedmap-omega"]) == 2

@@ -201,7 +201,7 @@ def plot_budget(paper: PaperResults, path: Path) -> None:
               FEDMAP: ("FedMAP, sample weights", "C3", "-"),
               FEDMAP_OMEGA: ("FedMAP, omega weights", "C1", "--"),
               at_2cb8dee("individual"): ("Individual, 2cb8dee (lr 1e-3)", "C9", "-."),
-              at_2cb8dee(FEDMAP): ("FedMAP, 2cb8dee (lr 1e-3, its loss)", "C6", "-.")}  # fmt: skip
+              at_2cb8dee(FEDMAP): ("FedMAP, 2cb8dee (lr 1e-3)", "C6", "-.")}  # fmt: skip
     for ax, scenario in zip(axes[0], scenarios, strict=True):
         last = 0
         for column, (label, colour, dash) in styles.items():
@@ -319,7 +319,7 @@ def margins(paper: PaperResults, converged: Sequence[SiteRecord]) -> str:
          noise_label(FEDMAP, v), noise_label(MATCHED, v)),
         ("7. converged protocol (ours), balanced accuracy", conv_bal, "fedmap", "individual"),
         ("8. converged protocol (ours), accuracy", conv_acc, "fedmap", "individual"),
-        ("9. 2cb8dee read as it runs (lr 1e-3, its FedMAP loss), equal budgets", bal,
+        ("9. 2cb8dee's settings (lr 1e-3), Individual on FedMAP's budget", bal,
          at_2cb8dee(FEDMAP), at_2cb8dee("individual")),
     ]  # fmt: skip
     scenarios = list(dict.fromkeys(r.scenario for r in paper.records))
@@ -459,8 +459,9 @@ file behind every number of the protocol.
   runner: 3829d55 has no Individual path, f01521c has no 20 x 50 budget. arXiv v1 (2405.19000,
   May 2024) is as old as the first commits, 0c80483 and 242a739 (27-28 May), and neither runs:
   their `simulation.py` imports modules they do not contain (`utils` and `dataset`; `client` and
-  `strategies`). The first runnable commit, 2cb8dee, is of 7 June, so the paper's tables came
-  from code the repository does not hold.
+  `strategies`). The first runnable commit, 2cb8dee, is of 7 June, and FedMAP itself first
+  trains at f01521c, 15 October (below), so the paper's tables came from code the repository
+  does not hold.
 - **Metric.** `test` returns `balanced_accuracy_score` (from 2cb8dee), which is why label-skew
   sites with 85% class 0 can score "below" their majority rate.
 - **Generator.** `var_noise: 9.0` and `n_datapoints: 12500` over 10 sites (1,250 rows each) in
@@ -481,12 +482,16 @@ file behind every number of the protocol.
 - **FedBN.** `set_params_partial` keeps local the keys containing `bn`, and the MLP
   (`src/models/map_mlp.py`) has none: their FedBN averages every layer and scores the global
   model, i.e. it is FedAvg. Our FedBN (converged protocol) has BatchNorm layers and keeps them.
-- **FedMAP's loss at 2cb8dee-3829d55.** `simulation.py` tests `cfg.datasets == 'synthetic'`, a
-  config node against a string, which is False, so `is_multi_class` stays True; it reaches
-  FedMAP's fit config by keyword (the others get it positionally as `weights_contribution`), so
-  FedMAP's sites train `CrossEntropyLoss` over the batch's sigmoid outputs instead of BCE.
-  f01521c tests `cfg.datasets.name` and fixes it. We train FedMAP with BCE, as the paper says,
-  except in the 2cb8dee reading, which trains that loss (`ce-over-batch`).
+- **FedMAP first runs at f01521c.** At 2cb8dee and 3829d55, `train` calls
+  `criterion(outputs, batch_label, net)` and `MAPLoss.forward` iterates
+  `zip(model_parameters, self.gamma)` over the two models themselves; a plain `nn.Module` (their
+  `MLP`) is not iterable, so FedMAP's first batch raises a TypeError. f01521c (15 October 2024)
+  zips `.parameters()` and is the first commit at which FedMAP trains. (Earlier notes here said
+  a config bug made FedMAP train `CrossEntropyLoss` at 2cb8dee. That was wrong. `simulation.py`
+  tests `cfg.datasets == 'synthetic'`, a config node against a string, so `is_multi_class`
+  stays True, but `fit_fedmap` never passes it to `train`, whose default is BCE. The flag only
+  changes the validation loss, never the balanced accuracy. f01521c tests `cfg.datasets.name`.)
+  We train FedMAP with BCE, as the paper says and f01521c does.
 """
 
 
@@ -502,7 +507,7 @@ def reading_2cb8dee(paper: PaperResults, met: int, total: int) -> str:
     ours = [bal[(sc, fm)][0] - bal[(sc, ind)][0] for sc in scenarios]
     theirs = [PAPER_TABLES[sc]["fedmap"] - PAPER_TABLES[sc]["individual"] for sc in scenarios]
     return (
-        f"**Reading, 2cb8dee.** Read as it runs, the first runnable commit puts {met} of {total} "
+        f"**Reading, 2cb8dee.** With the first runnable commit's settings, {met} of {total} "
         f"cells within {REPRODUCE_WITHIN_PP:g} pp. FedMAP lands {_span(gap_fm)} pp from the "
         f"paper's FedMAP and Individual {_span(gap_ind)} pp from its Individual; on these equal "
         f"budgets FedMAP's margin is {_span(ours)} pp where the paper reports {_span(theirs)}.\n"
@@ -534,14 +539,14 @@ def paper_section(paper: PaperResults, converged: Sequence[SiteRecord]) -> str:
             paper, converged, protocol_2cb8dee()
         )
         early = [
-            "### The first runnable commit, 2cb8dee, read as it runs",
+            "### The settings of the first runnable commit, 2cb8dee",
             "",
-            "`fedmap simulate --protocol paper-2cb8dee`: the same sites and metric; Adam at lr "
-            "1e-3 (3829d55 lowered it to 1e-4); FedMAP's sites train the loss that commit's "
-            "`is_multi_class` bug gives them, `CrossEntropyLoss` over the batch's sigmoid "
-            "outputs (`fedmap.objective.ce_over_batch`), with sample weights; FedProx and FedBN "
-            "run FedAvg, as they do there; 2cb8dee cannot run Individual, so `individual` "
-            "trains on the federated 20 x 50 epochs at the same lr.",
+            "`fedmap simulate --protocol paper-2cb8dee`: the same sites and metric, with that "
+            "commit's settings: Adam at lr 1e-3 for every column (3829d55 lowered it to 1e-4), "
+            "FedProx and FedBN running FedAvg as they do there. 2cb8dee cannot run FedMAP (its "
+            "loss raises a TypeError until f01521c) or Individual (no runner), so `fedmap-samples` "
+            "is f01521c's FedMAP (BCE, sigma^2 = 15 on every layer, sample weights) and "
+            "`individual` trains on the federated 20 x 50 epochs, both at lr 1e-3.",
             "",
             table_2cb8dee,
             reading_2cb8dee(paper, met_2cb8dee, total_2cb8dee),

@@ -45,7 +45,6 @@ from fedmap.stacked import (
     epoch_orders,
     forward,
     masked_nll,
-    masked_training_loss,
     stack,
 )
 from fedmap.training import LocalTraining
@@ -114,7 +113,7 @@ class Engine:
                 rows = flat if all_in else flat.index_select(0, sites)
                 leaf = rows.detach().requires_grad_(True)  # flat itself never joins a graph
                 params = layout.views(leaf)
-                loss = masked_training_loss(f(params, x), y, row_mask, cfg.loss)
+                loss = masked_nll(f(params, x), y, row_mask)
                 if penalty is not None:
                     loss = loss + penalty(params)
                 (grad,) = torch.autograd.grad(loss.sum(), [leaf])

@@ -98,10 +98,9 @@ def _protocol_help() -> str:
         "fedmap-omega by omega; their FedBN is FedAvg (no BatchNorm in their MLP). With paper, "
         "--methods picks columns, --rounds and --epochs cap every column's budget (a quick "
         "check), and every column of a seed sees the same seeded sites; --config, --data-root, "
-        "--engine, --model and --federation do not apply. paper-2cb8dee: the same, read from the "
-        "authors' first runnable commit: Adam at lr 1e-3, FedMAP's sites training that commit's "
-        "CrossEntropyLoss over the batch's sigmoid outputs, FedProx and FedBN as FedAvg, "
-        "Individual on the federated 20 x 50 epochs."
+        "--engine, --model and --federation do not apply. paper-2cb8dee: the same with the "
+        "settings of the authors' first runnable commit: Adam at lr 1e-3 for every column, "
+        "FedProx and FedBN as FedAvg, Individual on the federated 20 x 50 epochs."
     )
 
 

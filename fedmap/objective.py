@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -54,36 +53,6 @@ def mean_nll(output: Tensor, y: Tensor) -> Tensor:
             f"y must have shape (N,) (binary) or (N, 2) (survival), got {tuple(y.shape)}"
         )
     return F.binary_cross_entropy_with_logits(output, y)
-
-
-TrainingLoss = Literal["nll", "ce-over-batch"]
-TRAINING_LOSSES: tuple[TrainingLoss, ...] = ("nll", "ce-over-batch")
-"""What a site minimises: the task's mean NLL (the paper), or ``ce-over-batch``, the loss FedMAP's
-sites trained in the authors' code at 2cb8dee-3829d55 (:func:`ce_over_batch`)."""
-
-
-def ce_over_batch(logits: Tensor, y: Tensor) -> Tensor:
-    """-sum_i y_i log softmax_i(s), s_i = sigmoid(z_i), over the B rows of one batch.
-
-    What ``nn.CrossEntropyLoss()(outputs, labels)`` computes when outputs are a batch's (B,)
-    sigmoid probabilities and labels its (B,) 0/1 floats: one unbatched row of B "classes" with the
-    labels as class probabilities. The authors' FedMAP sites trained it (``src/utils/
-    train_helper.py`` with ``is_multi_class`` left True by ``simulation.py``, 2cb8dee-3829d55):
-    it raises s_i at the positives and lowers every s_j by n_pos softmax_j(s), a bounded,
-    unnormalised (a sum over the positives) stand-in for the binary cross-entropy.
-    """
-    if y.ndim != 1:
-        raise ValueError(f"ce-over-batch is binary only: y must have shape (N,), got {y.shape}")
-    return -(y * torch.log_softmax(torch.sigmoid(logits), dim=-1)).sum()
-
-
-def training_loss(output: Tensor, y: Tensor, loss: TrainingLoss = "nll") -> Tensor:
-    """The data term a site minimises: :func:`mean_nll`, or :func:`ce_over_batch`."""
-    if loss == "nll":
-        return mean_nll(output, y)
-    if loss == "ce-over-batch":
-        return ce_over_batch(output, y)
-    raise ValueError(f"unknown training loss {loss!r}; choose from {', '.join(TRAINING_LOSSES)}")
 
 
 def map_objective(output: Tensor, y: Tensor, penalty: Tensor) -> Tensor:

@@ -26,9 +26,9 @@ trains its own budget, and the reported metric is balanced accuracy:
   (``src/simulation/individual.py``), both f01521c, the first commit that can run Individual at all.
   It scores every fourth epoch, so its last score is after the ninth; we score after the tenth.
 - FedMAP: sigma^2 = 15 (``config/envs/fedmap.yaml`` from 2cb8dee; hard-coded in 0c80483's
-  client) on every parameter
-  (``src/loss_modules/map.py``), each site warm-starting from its own saved model
-  (``src/simulation/client.py``, from 2cb8dee), and the server weighting by sample counts: its
+  client) on every parameter (``src/loss_modules/map.py``; FedMAP first runs at f01521c: before,
+  ``MAPLoss`` zips the two models themselves, which raises a TypeError), on BCE, each site
+  warm-starting from its own saved model (``src/simulation/client.py``, from 2cb8dee), the server weighting by sample counts: its
   ``aggregate_fit`` calls Flower's ``aggregate`` on ``num_examples`` (``src/strategies/fedmap.py``,
   every commit); the omega it computes is never used. Column ``fedmap-samples`` is that;
   ``fedmap-omega`` is the same with the paper's omega weights.
@@ -38,10 +38,10 @@ trains its own budget, and the reported metric is balanced accuracy:
   keeps local only the keys containing ``bn``: none, so every layer is averaged and the global
   model scored. Their FedBN is FedAvg, and the ``fedbn`` column runs FedAvg.
 
-``paper-2cb8dee`` (``PAPER_2CB8DEE``) reads the first commit that runs, 2cb8dee, as it runs: the
-same sites and metric, Adam at lr 1e-3, FedMAP's sites training the loss that commit's
-``is_multi_class`` bug gives them (``fedmap.objective.ce_over_batch``), FedProx and FedBN running
-FedAvg, and Individual (which that commit cannot run) on the federated budget.
+``paper-2cb8dee`` (``PAPER_2CB8DEE``) takes the settings of the first commit that runs, 2cb8dee:
+the same sites and metric, Adam at lr 1e-3, FedProx and FedBN running FedAvg, and the two methods
+it cannot run (FedMAP, whose loss raises a TypeError there, and Individual, which has no runner)
+as f01521c runs them, at that lr and on the federated budget.
 
 Our runs stay seeded: for a seed, every column sees the same sites (the authors' code redraws
 unseeded data on every run from f01521c), model initialisation and shuffles.
@@ -214,7 +214,6 @@ class EvaluationProtocol:
             out.append(
                 f"{name}: {b.method}{f' ({opts})' if opts else ''}, {b.rounds} round(s) x "
                 f"{t.epochs} epoch(s) of Adam, lr {t.lr:g}, batch {t.batch_size}"
-                f"{'' if t.loss == 'nll' else f', loss {t.loss}'}"
                 f"{f' [{b.source}]' if b.source else ''}"
             )
         return out
@@ -312,7 +311,7 @@ PAPER = EvaluationProtocol(
 """The authors' protocol (module docstring): ``fedmap simulate --protocol paper``."""
 
 _FEDERATED_2CB8DEE = LocalTraining(epochs=50, batch_size=64, lr=1e-3)
-_AT_2CB8DEE = "config/config.yaml, src/utils/train_helper.py 2cb8dee"
+_AT_2CB8DEE = "config/config.yaml, lr: src/utils/train_helper.py 2cb8dee"
 
 PAPER_2CB8DEE = replace(
     PAPER,
@@ -321,11 +320,11 @@ PAPER_2CB8DEE = replace(
         "fedmap-samples": MethodBudget(
             "fedmap",
             20,
-            replace(_FEDERATED_2CB8DEE, loss="ce-over-batch"),
+            _FEDERATED_2CB8DEE,
             {**_FEDMAP, "weighting": "samples"},
             "fedmap",
-            f"{_AT_2CB8DEE}; loss: CrossEntropyLoss over the batch's sigmoid outputs "
-            "(is_multi_class left True by simulation.py); weights: src/strategies/fedmap.py",
+            f"{_AT_2CB8DEE}; FedMAP cannot run there (src/loss_modules/map.py zips the two "
+            "models themselves, a TypeError, until f01521c), so f01521c's MAPLoss at that lr",
         ),
         "individual": MethodBudget(
             "individual",
@@ -354,11 +353,11 @@ PAPER_2CB8DEE = replace(
         ),
     },
 )
-"""The authors' first runnable commit, 2cb8dee (7 June 2024), read as it runs: ``paper``'s sites
-and metric, Adam at lr 1e-3 (3829d55 lowered it to 1e-4), FedMAP's sites training
-``ce-over-batch`` (``fedmap.objective.ce_over_batch``) as that commit's bug has them, FedProx and
-FedBN running FedAvg, and, since 2cb8dee has no Individual runner, Individual on the federated
-budget: ``fedmap simulate --protocol paper-2cb8dee``."""
+"""The settings of the authors' first runnable commit, 2cb8dee (7 June 2024): ``paper``'s sites
+and metric, Adam at lr 1e-3 (3829d55 lowered it to 1e-4), FedProx and FedBN running FedAvg as
+they do there, and, for the two methods that commit cannot run, FedMAP as f01521c's fixed loss
+runs it (BCE plus the prior on every layer, sample weights) and Individual on the federated
+budget, both at that lr: ``fedmap simulate --protocol paper-2cb8dee``."""
 
 AUTHORS_PROTOCOLS: dict[str, EvaluationProtocol] = {"paper": PAPER, "paper-2cb8dee": PAPER_2CB8DEE}
 """The readings of the authors' code that ``fedmap simulate --protocol`` runs, by name."""

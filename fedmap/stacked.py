@@ -190,24 +190,6 @@ def masked_nll(output: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     return masked_bce(output, y, mask)
 
 
-def masked_ce_over_batch(logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
-    """``fedmap.objective.ce_over_batch`` per site over its real rows: (K,),
-    -sum_i y_ki log softmax_i(sigmoid(z_k)), padded rows left out of the softmax."""
-    s = torch.where(mask, torch.sigmoid(logits), torch.full_like(logits, -math.inf))
-    log_p = torch.log_softmax(s, dim=1)
-    return -torch.where(mask, y * log_p, torch.zeros_like(log_p)).sum(dim=1)
-
-
-def masked_training_loss(output: Tensor, y: Tensor, mask: Tensor, loss: str = "nll") -> Tensor:
-    """``fedmap.objective.training_loss`` per site: :func:`masked_nll` or
-    :func:`masked_ce_over_batch`."""
-    if loss == "ce-over-batch":
-        if y.ndim != 2:
-            raise ValueError("ce-over-batch is binary only")
-        return masked_ce_over_batch(output, y, mask)
-    return masked_nll(output, y, mask)
-
-
 def batches_per_epoch(sizes: Sequence[int], batch_size: int) -> list[int]:
     """Minibatches site k trains on per epoch: ceil(N_k / B), less a final batch of one row
     (``fedmap.training.train_local`` skips it, since BatchNorm and Cox cannot use it)."""

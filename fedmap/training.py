@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from fedmap.objective import TRAINING_LOSSES, TrainingLoss, training_loss
+from fedmap.objective import mean_nll
 from fedmap.params import trainable
 
 Penalty = Callable[[dict[str, Tensor]], Tensor]
@@ -28,16 +28,9 @@ class LocalTraining:
     """None: the same lr in every round. Else the learning rate decays over the rounds of a run,
     from lr in round 1 to lr_final in the last (:func:`cosine_lr`), so the models a run ends
     with are not left wherever the last large steps put them."""
-    loss: TrainingLoss = "nll"
-    """The data term (``fedmap.objective.training_loss``): the task's mean NLL, or
-    ``ce-over-batch``, the authors' 2cb8dee loss, for ``fedmap.protocols.PAPER_2CB8DEE`` only."""
 
     def __post_init__(self) -> None:
         bad_final = self.lr_final is not None and not (0 < self.lr_final <= self.lr)
-        if self.loss not in TRAINING_LOSSES:
-            raise ValueError(
-                f"unknown training loss {self.loss!r}; choose from {', '.join(TRAINING_LOSSES)}"
-            )
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or bad_final:
             raise ValueError(
                 f"invalid local training settings: {self} (epochs >= 1, batch_size >= 2 since a "
@@ -93,7 +86,7 @@ def train_local(
             idx = order[start : start + config.batch_size]
             if len(idx) < 2 and n > 1:
                 continue
-            loss = training_loss(model(x[idx]), y[idx], config.loss)
+            loss = mean_nll(model(x[idx]), y[idx])
             if penalty is not None:
                 loss = loss + penalty(trainable(model))
             optimiser.zero_grad(set_to_none=True)

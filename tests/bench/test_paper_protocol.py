@@ -47,8 +47,8 @@ def test_both_readings_land_in_the_results_metrics_and_report(
     ]
     paper = bench.load_paper_results(tmp_path / "synthetic_paper_results.json")
     section = bench.paper_section(paper, converged)
-    assert "### The first runnable commit, 2cb8dee, read as it runs" in section
+    assert "### The settings of the first runnable commit, 2cb8dee" in section
     assert "| label-skew | fedmap-samples @2cb8dee | 80.39 |" in section
-    assert "9. 2cb8dee read as it runs" in section
+    assert "9. 2cb8dee's settings (lr 1e-3)" in section
     assert "**Reading, 2cb8dee.**" in section
     assert f"{metrics['cells_within_3pp_2cb8dee']} of 5 cells" in section

@@ -307,21 +307,3 @@ def test_a_decaying_learning_rate_matches_the_loop() -> None:
     # the decay is applied: round 1 trains at lr alike, later rounds at less
     assert loop.history[0] == constant.history[0]
     assert any(not torch.equal(loop.prior[k], constant.prior[k]) for k in loop.prior)
-
-
-def test_the_2cb8dee_loss_matches_the_loop() -> None:
-    """LocalTraining(loss='ce-over-batch') trains the same trajectory in both engines, and a
-    different one from the BCE's."""
-    sites = _odd_sites()
-    training = LocalTraining(epochs=2, batch_size=16, lr=0.05, loss="ce-over-batch")
-    config = SimulationConfig(rounds=3, model="logreg", training=training)
-    loop = simulate(build_algorithm("fedmap"), sites, config, 5)
-    batched = simulate_batched(build_algorithm("fedmap"), sites, config, 5)
-    bce = simulate(build_algorithm("fedmap"), sites, replace(config, training=replace(
-        training, loss="nll")), 5)  # fmt: skip
-    assert loop.history == batched.history
-    for key in loop.prior:
-        torch.testing.assert_close(loop.prior[key], batched.prior[key], rtol=0, atol=1e-5)
-    assert any(not torch.equal(loop.prior[k], bce.prior[k]) for k in loop.prior)
-    with pytest.raises(ValueError, match="unknown training loss"):
-        LocalTraining(loss="mse")  # type: ignore[arg-type]

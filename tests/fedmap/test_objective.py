@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from fedmap.models import LogisticRegression
@@ -165,26 +164,3 @@ def test_dataset_nll_of_survival_split_uses_every_row_in_the_risk_sets() -> None
     x = torch.log(torch.tensor([[2.0], [1.0], [3.0], [2.0], [1.0]]))
     y = torch.tensor([[1.0, 1.0], [3.0, 1.0], [3.0, 1.0], [4.0, 0.0], [2.0, 0.0]])
     assert dataset_nll(model, x, y) == pytest.approx(math.log(54) / 5, rel=1e-6)
-
-
-def test_ce_over_batch_is_cross_entropy_loss_on_the_batchs_sigmoid_outputs() -> None:
-    """What the authors' 2cb8dee FedMAP sites computed: nn.CrossEntropyLoss()(sigmoid(z), y) with
-    (B,) outputs and (B,) float labels, one unbatched row of B classes."""
-    from fedmap.objective import ce_over_batch, training_loss
-
-    z = torch.randn(7, requires_grad=True)
-    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
-    theirs = nn.CrossEntropyLoss()(torch.sigmoid(z), y)
-    ours = ce_over_batch(z, y)
-    torch.testing.assert_close(ours, theirs)
-    (g_ours,) = torch.autograd.grad(ours, [z])
-    (g_theirs,) = torch.autograd.grad(nn.CrossEntropyLoss()(torch.sigmoid(z), y), [z])
-    torch.testing.assert_close(g_ours, g_theirs)
-    # it is a sum over the positives, not a mean, and not the BCE
-    assert not torch.allclose(ours, mean_nll(z, y))
-    torch.testing.assert_close(training_loss(z, y), mean_nll(z, y))
-    torch.testing.assert_close(training_loss(z, y, "ce-over-batch"), ours)
-    with pytest.raises(ValueError, match="unknown training loss"):
-        training_loss(z, y, "mse")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="binary only"):
-        ce_over_batch(z.detach().reshape(7, 1), y.reshape(7, 1))

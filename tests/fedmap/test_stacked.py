@@ -148,16 +148,3 @@ def test_masked_cox_is_each_sites_cox_partial_nll_over_its_real_rows() -> None:
     for k, n in enumerate(sizes):
         expected = cox_partial_nll(risk[k, :n], time[k, :n], event[k, :n]) if n else 0.0
         assert float(got[k]) == pytest.approx(float(expected), abs=1e-7)
-
-
-def test_masked_ce_over_batch_is_each_sites_ce_over_its_real_rows() -> None:
-    from fedmap.objective import ce_over_batch
-    from fedmap.stacked import masked_training_loss
-
-    logits, y = torch.randn(2, 5), (torch.rand(2, 5) < 0.5).float()
-    y[:, 0] = 1.0
-    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
-    got = masked_training_loss(logits, y, mask, "ce-over-batch")
-    torch.testing.assert_close(got[0], ce_over_batch(logits[0], y[0]))
-    torch.testing.assert_close(got[1], ce_over_batch(logits[1, :3], y[1, :3]))
-    torch.testing.assert_close(masked_training_loss(logits, y, mask), masked_bce(logits, y, mask))

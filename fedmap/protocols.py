@@ -28,9 +28,10 @@ trains its own budget, and the reported metric is balanced accuracy:
 - FedMAP: sigma^2 = 15 (``config/envs/fedmap.yaml`` from 2cb8dee; hard-coded in 0c80483's
   client) on every parameter (``src/loss_modules/map.py``; FedMAP first runs at f01521c: before,
   ``MAPLoss`` zips the two models themselves, which raises a TypeError), on BCE, each site
-  warm-starting from its own saved model (``src/simulation/client.py``, from 2cb8dee), the server weighting by sample counts: its
-  ``aggregate_fit`` calls Flower's ``aggregate`` on ``num_examples`` (``src/strategies/fedmap.py``,
-  every commit); the omega it computes is never used. Column ``fedmap-samples`` is that;
+  warm-starting from its own saved model (``src/simulation/client.py``, from 2cb8dee), and the
+  server weighting by sample counts: its ``aggregate_fit`` calls Flower's ``aggregate`` on
+  ``num_examples`` (``src/strategies/fedmap.py``, every commit); the omega it computes is never
+  used. Column ``fedmap-samples`` is that;
   ``fedmap-omega`` is the same with the paper's omega weights.
 - FedProx: ``proximal_mu=2.0`` (``simulation.py``, 3829d55, the first commit whose ``train`` adds
   the proximal term; at 2cb8dee FedProx sites ran FedAvg's fit, and f01521c sets 5.0).

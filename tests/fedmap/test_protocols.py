@@ -264,7 +264,7 @@ def test_columns_that_train_the_same_thing_run_once() -> None:
     assert ind.final != avg.final
 
 
-def test_the_2cb8dee_reading_runs_that_commits_lr_loss_and_methods() -> None:
+def test_the_2cb8dee_reading_runs_that_commits_lr_and_methods() -> None:
     from fedmap.protocols import AUTHORS_PROTOCOLS, PAPER_2CB8DEE, PROTOCOLS
 
     assert AUTHORS_PROTOCOLS == {"paper": PAPER, "paper-2cb8dee": PAPER_2CB8DEE}

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.paper_protocol import PaperResults, load_paper_results, paper_section
+from bench.paper_readings import PaperResults, load_paper_results
+from bench.paper_report import paper_section
 from fedmap.config import ExperimentConfig, load_config
 from fedmap.equity import equity, equity_markdown
 from fedmap.experiment import Run, SiteRecord, records_of, run_all

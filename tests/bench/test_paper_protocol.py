@@ -1,5 +1,6 @@
 """``bench/paper_protocol.py`` end to end on a one-round, one-epoch cut of both readings of the
-authors' code: the files it writes, the 2cb8dee reading's records and its table in the report."""
+authors' code: the files it writes, the 2cb8dee reading's records, FedBN with BatchNorm, and their
+tables in the report."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 import yaml
 
 from bench import paper_protocol as bench
+from bench.paper_readings import FEDBN_BATCHNORM, load_paper_results
+from bench.paper_report import paper_section
 from fedmap.experiment import SiteRecord
 from fedmap.protocols import PAPER_2CB8DEE
 
@@ -35,20 +38,25 @@ def test_both_readings_land_in_the_results_metrics_and_report(
     methods = {r["method"] for r in results["records"]}
     assert {bench.at_2cb8dee(c) for c in PAPER_2CB8DEE.columns} <= methods
     assert "fedmap-samples" in methods and "fedmap-samples (noise 2)" in methods
+    assert FEDBN_BATCHNORM in methods
     assert bench.at_2cb8dee("fedmap-samples") in results["curves"]["label-skew"]
     metrics = json.loads((tmp_path / "synthetic_paper_metrics.json").read_text())
     assert (metrics["cells"], metrics["cells_2cb8dee"]) == (6, 5)  # FedMAP once per weighting
     assert 0 <= metrics["cells_within_3pp_2cb8dee"] <= 5
+    assert metrics["paper_figures"] == 5  # one scenario's five figures
+    assert 0 <= metrics["paper_figures_within_3pp_of_some_reading"] <= 5
     assert (tmp_path / "synthetic_budget.png").stat().st_size > 0
 
     converged = [
         SiteRecord("label-skew", m, 0, "site-01", {"accuracy": a, "balanced_accuracy": a})
         for m, a in (("fedmap", 0.9), ("individual", 0.8))
     ]
-    paper = bench.load_paper_results(tmp_path / "synthetic_paper_results.json")
-    section = bench.paper_section(paper, converged)
+    paper = load_paper_results(tmp_path / "synthetic_paper_results.json")
+    section = paper_section(paper, converged)
     assert "### The settings of the first runnable commit, 2cb8dee" in section
     assert "| label-skew | fedmap-samples @2cb8dee | 80.39 |" in section
     assert "9. 2cb8dee's settings (lr 1e-3)" in section
     assert "**Reading, 2cb8dee.**" in section
+    assert "### Cell by cell: the closest reading" in section
+    assert f"| label-skew | {FEDBN_BATCHNORM} | 63.05 |" in section
     assert f"{metrics['cells_within_3pp_2cb8dee']} of 5 cells" in section

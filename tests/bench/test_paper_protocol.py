@@ -11,7 +11,13 @@ import pytest
 import yaml
 
 from bench import paper_protocol as bench
-from bench.paper_readings import FEDBN_BATCHNORM, load_paper_results
+from bench.paper_readings import (
+    FEDBN_BATCHNORM,
+    at_2cb8dee,
+    bench_protocol,
+    load_paper_results,
+    protocol_2cb8dee,
+)
 from bench.paper_report import paper_section
 from fedmap.experiment import SiteRecord
 from fedmap.protocols import PAPER_2CB8DEE
@@ -20,9 +26,12 @@ from fedmap.protocols import PAPER_2CB8DEE
 def test_both_readings_land_in_the_results_metrics_and_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    full, early = bench.bench_protocol, bench.protocol_2cb8dee
-    monkeypatch.setattr(bench, "bench_protocol", lambda: full().capped(rounds=2, epochs=1))
-    monkeypatch.setattr(bench, "protocol_2cb8dee", lambda: early().capped(rounds=2, epochs=1))
+    monkeypatch.setattr(
+        bench, "bench_protocol", lambda: bench_protocol().capped(rounds=2, epochs=1)
+    )
+    monkeypatch.setattr(
+        bench, "protocol_2cb8dee", lambda: protocol_2cb8dee().capped(rounds=2, epochs=1)
+    )
     params = {
         "paper_protocol": {
             "scenarios": ["label-skew"],
@@ -36,10 +45,10 @@ def test_both_readings_land_in_the_results_metrics_and_report(
 
     results = json.loads((tmp_path / "synthetic_paper_results.json").read_text())
     methods = {r["method"] for r in results["records"]}
-    assert {bench.at_2cb8dee(c) for c in PAPER_2CB8DEE.columns} <= methods
+    assert {at_2cb8dee(c) for c in PAPER_2CB8DEE.columns} <= methods
     assert "fedmap-samples" in methods and "fedmap-samples (noise 2)" in methods
     assert FEDBN_BATCHNORM in methods
-    assert bench.at_2cb8dee("fedmap-samples") in results["curves"]["label-skew"]
+    assert at_2cb8dee("fedmap-samples") in results["curves"]["label-skew"]
     metrics = json.loads((tmp_path / "synthetic_paper_metrics.json").read_text())
     assert (metrics["cells"], metrics["cells_2cb8dee"]) == (6, 5)  # FedMAP once per weighting
     assert 0 <= metrics["cells_within_3pp_2cb8dee"] <= 5

@@ -3,7 +3,7 @@ the section of docs/results/synthetic.md that ``bench/paper_report.py`` writes a
 """
 
 AUTHORS_CODE = """\
-## What the authors' code does (CambridgeCIA/FedMAP, branch Gaussian-Prior)
+## What the authors' code does (CambridgeCIA/FedMAP, branches Gaussian-Prior and main)
 
 Read with `git show` at each commit; facts only, no code copied. `fedmap/protocols.py` cites the
 file behind every number of the protocol.

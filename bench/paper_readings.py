@@ -1,9 +1,10 @@
 """The paper protocol benchmark's readings of the authors' code and its results file.
 
 The columns ``bench/paper_protocol.py`` runs beyond ``fedmap.protocols.PAPER`` (Individual on
-FedMAP's budget, FedBN with BatchNorm), the names its records carry (``<column> @2cb8dee``, ``<column> (noise v)``), and
-``PaperResults``, what docs/results/synthetic_paper_results.json holds, read back by
-``bench/paper_report.py`` and ``bench/synthetic.py``.
+FedMAP's budget, FedBN with BatchNorm), which readings the authors' code never ran, the names
+its records carry (``<column> @2cb8dee``, ``<column> (noise v)``), and ``PaperResults``, what
+docs/results/synthetic_paper_results.json holds, read back by ``bench/paper_report.py`` and
+``bench/synthetic.py``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def protocol_2cb8dee() -> EvaluationProtocol:
     return replace(
         PAPER_2CB8DEE, columns={at_2cb8dee(c): b for c, b in PAPER_2CB8DEE.columns.items()}
     )
+
+
+def not_run_by_the_code() -> dict[str, str]:
+    """Every recorded column the authors' code never ran, and why: those of ``NOT_THE_CODE``,
+    FedMAP weighted by omega (the code weights by sample counts), and 2cb8dee's Individual and
+    FedMAP (that commit has no Individual runner, and its FedMAP loss raises a TypeError)."""
+    early = {
+        FEDMAP: "2cb8dee's FedMAP loss raises a TypeError",
+        "individual": "2cb8dee has no Individual runner",
+    }
+    return {
+        **{column: why for column, (_, why) in NOT_THE_CODE.items()},
+        FEDMAP_OMEGA: "the code weights by sample counts",
+        **{at_2cb8dee(c): why for c, why in early.items() if c in PAPER_2CB8DEE.columns},
+    }
 
 
 def noise_label(column: str, noise_var: float) -> str:

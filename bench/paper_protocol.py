@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from bench.paper_closest import closest_readings
 from bench.paper_readings import (
     FEDMAP,
     FEDMAP_OMEGA,
@@ -45,7 +46,7 @@ from bench.paper_readings import (
     noise_label,
     protocol_2cb8dee,
 )
-from bench.paper_report import closest_readings, side_by_side
+from bench.paper_report import side_by_side
 from fedmap.config import from_mapping
 from fedmap.protocols import (
     PAPER,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from bench.paper_readings import (
     FEDBN_BATCHNORM,
+    FEDMAP_OMEGA,
     MATCHED,
     NOT_THE_CODE,
     at_2cb8dee,
     bench_protocol,
+    not_run_by_the_code,
     protocol_2cb8dee,
 )
 from fedmap.protocols import PAPER, PAPER_2CB8DEE
@@ -34,3 +36,16 @@ def test_the_2cb8dee_reading_names_its_columns_as_recorded() -> None:
     early = protocol_2cb8dee()
     assert list(early.columns) == [at_2cb8dee(c) for c in PAPER_2CB8DEE.columns]
     assert early.columns[at_2cb8dee("fedavg")] == PAPER_2CB8DEE.columns["fedavg"]
+
+
+def test_the_readings_the_code_never_ran_are_named_with_why() -> None:
+    not_code = not_run_by_the_code()
+    assert set(not_code) == {
+        MATCHED,
+        FEDBN_BATCHNORM,
+        FEDMAP_OMEGA,
+        at_2cb8dee("fedmap-samples"),
+        at_2cb8dee("individual"),
+    }
+    assert not_code[at_2cb8dee("individual")] == "2cb8dee has no Individual runner"
+    assert "fedavg" not in not_code and at_2cb8dee("fedavg") not in not_code

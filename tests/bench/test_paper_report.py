@@ -1,98 +1,22 @@
-"""``bench/paper_report.py``: which of the paper's figures some reading of the authors' code
-reaches, and how the columns that are not the code's are reported."""
+"""``bench/paper_report.py``: how the columns that are not the code's are reported."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
-from bench.paper_readings import (
-    FEDBN_BATCHNORM,
-    FEDMAP_OMEGA,
-    MATCHED,
-    PaperResults,
-    at_2cb8dee,
-    not_run_by_the_code,
-)
-from bench.paper_report import closest_readings, reports_by_column, side_by_side
-from fedmap.experiment import SiteRecord
+from bench.paper_readings import FEDBN_BATCHNORM, PaperResults
+from bench.paper_report import side_by_side
 from fedmap.protocols import PAPER_TABLES
 
 PAPER_LS = PAPER_TABLES["label-skew"]
 
 
-def results(scores: dict[str, float]) -> PaperResults:
-    """One label-skew seed, one site per column, each scoring the given balanced accuracy (%)."""
-    records = [
-        SiteRecord(
-            "label-skew", c, 0, "site-01", {"balanced_accuracy": v / 100, "accuracy": v / 100}
-        )
-        for c, v in scores.items()
-    ]
-    return PaperResults(records, {}, [], [0], 2.0, 1.0, {}, math.nan)
-
-
-def test_every_recorded_column_sits_beside_its_papers_method() -> None:
-    reports = reports_by_column()
-    assert reports["fedmap-omega"] == "fedmap"
-    assert reports[MATCHED] == "individual"
-    assert reports[FEDBN_BATCHNORM] == "fedbn"
-    assert reports[at_2cb8dee("fedprox")] == "fedprox"
-    assert "fedmap-samples (noise 2)" not in reports  # an ablation, not a reading
-
-
-def test_the_readings_the_code_never_ran_are_named_with_why() -> None:
-    not_code = not_run_by_the_code()
-    assert set(not_code) == {
-        MATCHED,
-        FEDBN_BATCHNORM,
-        FEDMAP_OMEGA,
-        at_2cb8dee("fedmap-samples"),
-        at_2cb8dee("individual"),
-    }
-    assert not_code[at_2cb8dee("individual")] == "2cb8dee has no Individual runner"
-    assert "fedavg" not in not_code and at_2cb8dee("fedavg") not in not_code
-
-
-def test_each_figure_takes_its_closest_reading_and_misses_are_named() -> None:
-    paper = results(
-        {
-            "fedmap-samples": PAPER_LS["fedmap"] - 6.0,
-            at_2cb8dee("fedmap-samples"): PAPER_LS["fedmap"] - 2.0,  # closest, within
-            "individual": PAPER_LS["individual"] - 20.0,
-            MATCHED: PAPER_LS["individual"] + 1.0,  # not the code's budget, still a reading
-            "fedavg": PAPER_LS["fedavg"] + 3.5,  # missed by every reading
-            at_2cb8dee("fedavg"): PAPER_LS["fedavg"] + 8.0,
-            "fedprox": PAPER_LS["fedprox"] + 0.5,  # the code's own reading, within
-        }
+def test_columns_that_are_not_the_code_are_shown_but_not_counted(
+    label_skew_results: Callable[[dict[str, float]], PaperResults],
+) -> None:
+    paper = label_skew_results(
+        {"fedbn": PAPER_LS["fedbn"] - 6.0, FEDBN_BATCHNORM: PAPER_LS["fedbn"] - 1.0}
     )
-    closest = closest_readings(paper)
-    table = closest.text
-    assert (closest.met, closest.met_code, closest.total) == (3, 1, 4)
-    assert (
-        "| label-skew | fedmap | 80.39 | `fedmap-samples @2cb8dee` | 78.39 | -2.00 | yes | "
-        "`fedmap-samples` -6.00 **no** |" in table
-    )
-    assert "| label-skew | individual | 75.20 | `individual-matched` |" in table
-    assert "No reading reaches label-skew fedavg (nearest +3.50, `fedavg`)." in table
-    assert "3 of the paper's 4 figures lie within 3 pp" in table
-    assert (
-        "2 readings of those drawn on are not what the authors' code ran "
-        "(`individual-matched`: not the code's budget; "
-        "`fedmap-samples @2cb8dee`: 2cb8dee's FedMAP loss raises a TypeError)" in table
-    )
-    assert "Counting only readings the code ran, 1 of 4 lies within 3 pp." in table
-    assert "| label-skew | fedmap | 80.39 | `fedmap-samples @2cb8dee` |" in table
-    assert "| `fedmap-samples` -6.00 **no** |" in table
-
-
-def test_one_figure_reads_in_the_singular() -> None:
-    closest = closest_readings(results({"fedavg": PAPER_LS["fedavg"] + 1.0}))
-    assert "1 of the paper's 1 figure lies within 3 pp" in closest.text
-    assert "every reading drawn on is one the authors' code ran" in closest.text
-
-
-def test_columns_that_are_not_the_code_are_shown_but_not_counted() -> None:
-    paper = results({"fedbn": PAPER_LS["fedbn"] - 6.0, FEDBN_BATCHNORM: PAPER_LS["fedbn"] - 1.0})
     table, met, total = side_by_side(paper, [])
     assert (met, total) == (0, 1)
     assert (

@@ -35,7 +35,7 @@ def reports_by_column(
     any reading: by default the committed protocol's columns, those of ``NOT_THE_CODE``, and
     2cb8dee's (``bench_protocol``, ``protocol_2cb8dee``)."""
     out: dict[str, str] = {}
-    for protocol in protocols or (bench_protocol(), protocol_2cb8dee()):
+    for protocol in (bench_protocol(), protocol_2cb8dee()) if protocols is None else protocols:
         for column, budget in protocol.columns.items():
             base = column.removesuffix(AT_2CB8DEE)
             reports = budget.reports or NOT_THE_CODE.get(base, (None, ""))[0]
@@ -45,6 +45,7 @@ def reports_by_column(
 
 
 def _count(n: int, noun: str) -> str:
+    """'1 figure', '2 figures'."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -75,9 +76,9 @@ def closest_readings(
         "every reading: ours - paper |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    met = total = met_code = 0
+    met = total = met_code = no_code = 0
     missed: list[str] = []
-    used: set[str] = set()
+    compared: set[str] = set()
     for sc in scenarios:
         for method, figure in PAPER_TABLES[sc].items():
             gaps = {
@@ -87,7 +88,7 @@ def closest_readings(
             }
             if not gaps:
                 continue
-            used |= set(gaps)
+            compared |= set(gaps)
             best = min(gaps, key=lambda c: abs(gaps[c]))
             within = abs(gaps[best]) <= REPRODUCE_WITHIN_PP
             met, total = met + within, total + 1
@@ -95,6 +96,7 @@ def closest_readings(
                 missed.append(f"{sc} {method} (nearest {gaps[best]:+.2f}, `{best}`)")
             code = [c for c in gaps if c not in not_code]
             code_cell = "-"
+            no_code += not code
             if code:
                 near = min(code, key=lambda c: abs(gaps[c]))
                 code_within = abs(gaps[near]) <= REPRODUCE_WITHIN_PP
@@ -105,23 +107,34 @@ def closest_readings(
                 f"| {sc} | {method} | {figure:.2f} | `{best}` | {ours[(sc, best)][0]:.2f} | "
                 f"{gaps[best]:+.2f} | {'yes' if within else '**no**'} | {code_cell} | {every} |"
             )
-    outside = [c for c in not_code if c in used]
-    verb = "lies" if met == 1 else "lie"
+    if total == 0:
+        return ClosestReadings("\n".join(lines) + "\n\nNo figure of the paper has a reading.\n",
+                               0, 0, 0)  # fmt: skip
+    outside = [c for c in not_code if c in compared]
     if outside:
         which = (
-            f"{_count(len(outside), 'reading')} of those drawn on "
+            f"{_count(len(outside), 'reading')} of those compared "
             f"{'is' if len(outside) == 1 else 'are'} not what the authors' code ran ("
             + "; ".join(f"`{c}`: {not_code[c]}" for c in outside)
             + ")"
         )
     else:
-        which = "every reading drawn on is one the authors' code ran"
+        which = "every reading compared is one the authors' code ran"
+    unread = (
+        f" ({_count(no_code, 'figure')} with no such reading, shown as -, count as missed)"
+        if no_code
+        else ""
+    )
+    figures = (
+        f"the paper's one figure {'lies' if met else 'does not lie'}"
+        if total == 1
+        else f"{met} of the paper's {total} figures {'lies' if met == 1 else 'lie'}"
+    )
     text = (
-        f"Cell by cell, {met} of the paper's {_count(total, 'figure')} {verb} within "
-        f"{REPRODUCE_WITHIN_PP:g} pp of at least one reading. This is a best case, not a "
-        f"protocol: each cell picks its own reading, and {which}. Counting only readings the "
-        f"code ran, {met_code} of {total} {'lies' if met_code == 1 else 'lie'} within "
-        f"{REPRODUCE_WITHIN_PP:g} pp."
+        f"Cell by cell, {figures} within {REPRODUCE_WITHIN_PP:g} pp of at least one "
+        "reading. This is a best case, not a protocol: each cell picks its own reading, and "
+        f"{which}. Counting only readings the code ran, {met_code} of {total} "
+        f"{'lies' if met_code == 1 else 'lie'} within {REPRODUCE_WITHIN_PP:g} pp{unread}."
     )
     if missed:
         text += f" No reading reaches {'; '.join(missed)}."

@@ -1,25 +1,28 @@
-"""``bench/paper_report.py``: how the columns that are not the code's are reported."""
+"""``bench/paper_report.py``: the counts ``bench/synthetic.py`` records."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.paper_readings import FEDBN_BATCHNORM, PaperResults
-from bench.paper_report import side_by_side
+from bench.paper_readings import MATCHED, PaperResults
+from bench.paper_report import paper_counts
 from fedmap.protocols import PAPER_TABLES
 
 PAPER_LS = PAPER_TABLES["label-skew"]
+Results = Callable[[dict[str, float]], PaperResults]
 
 
-def test_columns_that_are_not_the_code_are_shown_but_not_counted(
-    label_skew_results: Callable[[dict[str, float]], PaperResults],
-) -> None:
+def test_counts_split_the_code_from_the_columns_added_to_it(label_skew_results: Results) -> None:
     paper = label_skew_results(
-        {"fedbn": PAPER_LS["fedbn"] - 6.0, FEDBN_BATCHNORM: PAPER_LS["fedbn"] - 1.0}
+        {
+            "individual": PAPER_LS["individual"] - 20.0,  # the code's budget, far off
+            MATCHED: PAPER_LS["individual"] + 1.0,  # an added column: shown, not counted
+            "fedavg": PAPER_LS["fedavg"] + 1.0,
+        }
     )
-    table, met, total = side_by_side(paper, [])
-    assert (met, total) == (0, 1)
-    assert (
-        f"| label-skew | {FEDBN_BATCHNORM} | 63.05 | 62.05 ± 0.00 | -1.00 | yes (not the code's model) |"
-        in table
-    )
+    counts = paper_counts(paper)
+    assert (counts["paper_cells_within_3pp"], counts["paper_cells"]) == (1, 2)
+    assert (counts["paper_cells_within_3pp_2cb8dee"], counts["paper_cells_2cb8dee"]) == (0, 0)
+    assert counts["paper_figures_within_3pp_of_some_reading"] == 2
+    assert counts["paper_figures_within_3pp_of_a_reading_the_code_ran"] == 1
+    assert counts["paper_figures"] == 2

@@ -131,8 +131,8 @@ def closest_readings(
         else f"{met} of the paper's {total} figures {'lies' if met == 1 else 'lie'}"
     )
     text = (
-        f"Cell by cell, {figures} within {REPRODUCE_WITHIN_PP:g} pp of at least one "
-        "reading. This is a best case, not a protocol: each cell picks its own reading, and "
+        f"Cell by cell, {figures} within {REPRODUCE_WITHIN_PP:g} pp of "
+        f"{'any' if total == 1 and not met else 'at least one'} reading. This is a best case, not a protocol: each cell picks its own reading, and "
         f"{which}. Counting only readings the code ran, {met_code} of {total} "
         f"{'lies' if met_code == 1 else 'lie'} within {REPRODUCE_WITHIN_PP:g} pp{unread}."
     )

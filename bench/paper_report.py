@@ -198,7 +198,8 @@ def reading_2cb8dee(paper: PaperResults, met: int, total: int, protocol: Evaluat
     theirs = [PAPER_TABLES[sc]["fedmap"] - PAPER_TABLES[sc]["individual"] for sc in scenarios]
     return (
         f"**Reading, 2cb8dee.** With the first runnable commit's settings, {met} of {total} "
-        f"cells within {REPRODUCE_WITHIN_PP:g} pp{counted_not_code(protocol)}. FedMAP lands {_span(gap_fm)} pp from the "
+        f"cells within {REPRODUCE_WITHIN_PP:g} pp{counted_not_code(paper, protocol)}. "
+        f"FedMAP lands {_span(gap_fm)} pp from the "
         f"paper's FedMAP and Individual {_span(gap_ind)} pp from its Individual; on these equal "
         f"budgets FedMAP's margin is {_span(ours)} pp where the paper reports {_span(theirs)}.\n"
     )
@@ -234,7 +235,8 @@ def paper_section(paper: PaperResults, converged: Sequence[SiteRecord]) -> str:
     ]
     for sc in scenarios:
         reach.append(
-            f"| {sc} | {mean_std_cell(bal, (sc, 'individual'))} | {mean_std_cell(bal, (sc, MATCHED))} | "
+            f"| {sc} | {mean_std_cell(bal, (sc, 'individual'))} | "
+            f"{mean_std_cell(bal, (sc, MATCHED))} | "
             f"{mean_std_cell(bal, (sc, FEDMAP))} | "
             f"{epochs_to_reach(paper, sc, MATCHED, PAPER_TABLES[sc]['individual'])} | "
             f"{epochs_to_reach(paper, sc, FEDMAP, PAPER_TABLES[sc]['fedmap'])} |"
@@ -274,7 +276,8 @@ def paper_section(paper: PaperResults, converged: Sequence[SiteRecord]) -> str:
         "",
         table,
         f"Within {REPRODUCE_WITHIN_PP:g} pp of the paper: {met} of {total} cells of the protocol "
-        f"(FedMAP counted once per weighting{counted_not_code(bench_protocol())}). Paper protocol: {paper.wall_seconds:.0f} s wall "
+        f"(FedMAP counted once per weighting{counted_not_code(paper, bench_protocol())}). "
+        f"Paper protocol: {paper.wall_seconds:.0f} s wall "
         f"clock with 2 processes ({paper.cpu_seconds:.0f} CPU seconds in all, so at least "
         f"{paper.cpu_seconds / 2:.0f} s on two idle cores).",
         "",

@@ -24,6 +24,7 @@ from fedmap.protocols import (
     PAPER_TABLES,
     REPRODUCE_WITHIN_PP,
     EvaluationProtocol,
+    MethodBudget,
     seed_summary,
 )
 
@@ -50,6 +51,14 @@ CONVERGED_OF = {
 """The converged protocol's method beside each paper-protocol column (its FedMAP uses omega)."""
 
 
+def paper_figure(scenario: str, column: str, budget: MethodBudget) -> float | None:
+    """The paper's figure a column is compared with: the method it ``reports``, or, for a
+    column that is not the code's, the method ``NOT_THE_CODE`` gives it; None if neither."""
+    base = column.removesuffix(AT_2CB8DEE)
+    reports = budget.reports or NOT_THE_CODE.get(base, (None, ""))[0]
+    return PAPER_TABLES[scenario].get(reports) if reports else None
+
+
 def side_by_side(
     paper: PaperResults, converged: Sequence[SiteRecord], protocol: EvaluationProtocol | None = None
 ) -> tuple[str, int, int]:
@@ -73,8 +82,7 @@ def side_by_side(
             if (sc, column) not in ours:
                 continue
             base = column.removesuffix(AT_2CB8DEE)
-            reports = budget.reports or NOT_THE_CODE.get(base, (None, ""))[0]
-            figure = PAPER_TABLES[sc].get(reports) if reports else None
+            figure = paper_figure(sc, column, budget)
             mean = ours[(sc, column)][0]
             gap = "-" if figure is None else f"{mean - figure:+.2f}"
             verdict = "-"
@@ -94,12 +102,22 @@ def side_by_side(
     return "\n".join(lines) + "\n", met, total
 
 
-def counted_not_code(protocol: EvaluationProtocol) -> str:
-    """The clause naming the columns ``side_by_side`` counts that the authors' code never ran
-    (``not_run_by_the_code``), e.g. "; counted with them: `fedmap-omega`, which ..."; or ""."""
+def counted_not_code(paper: PaperResults, protocol: EvaluationProtocol) -> str:
+    """The clause naming the columns ``side_by_side`` counted (recorded, with a paper figure,
+    and of the code's) that the authors' code never ran (``not_run_by_the_code``), e.g.
+    "; counted, though the code never ran them: `fedmap-omega` (...)"; or ""."""
     not_code = not_run_by_the_code()
-    counted = [c for c in protocol.columns if c in not_code and c.removesuffix(AT_2CB8DEE)
-               not in NOT_THE_CODE]  # fmt: skip
+    recorded = {(r.scenario, r.method) for r in paper.records}
+    counted = [
+        column
+        for column, budget in protocol.columns.items()
+        if column in not_code
+        and column.removesuffix(AT_2CB8DEE) not in NOT_THE_CODE
+        and any(
+            (sc, column) in recorded and paper_figure(sc, column, budget) is not None
+            for sc in PAPER_TABLES
+        )
+    ]
     if not counted:
         return ""
     return "; counted, though the code never ran them: " + "; ".join(

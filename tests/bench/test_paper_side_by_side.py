@@ -25,13 +25,26 @@ def test_columns_that_are_not_the_code_are_shown_but_not_counted(
     )
 
 
-def test_counted_columns_the_code_never_ran_are_named() -> None:
-    committed = counted_not_code(PAPER)
+def test_counted_columns_the_code_never_ran_are_named(
+    label_skew_results: Callable[[dict[str, float]], PaperResults],
+) -> None:
+    columns = [*PAPER.columns, *protocol_2cb8dee().columns]
+    paper = label_skew_results(dict.fromkeys(columns, 70.0))
+    committed = counted_not_code(paper, PAPER)
     assert committed == (
         f"; counted, though the code never ran them: `{FEDMAP_OMEGA}` "
         "(the code weights by sample counts)"
     )
-    early = counted_not_code(protocol_2cb8dee())
+    early = counted_not_code(paper, protocol_2cb8dee())
     assert "`fedmap-samples @2cb8dee` (2cb8dee's FedMAP loss raises a TypeError)" in early
     assert "`individual @2cb8dee` (2cb8dee has no Individual runner)" in early
     assert "fedavg" not in early
+
+
+def test_a_column_that_was_not_run_is_not_named_as_counted(
+    label_skew_results: Callable[[dict[str, float]], PaperResults],
+) -> None:
+    paper = label_skew_results({"fedmap-samples": 80.0, "individual": 75.0})
+    assert counted_not_code(paper, PAPER) == ""
+    _, met, total = side_by_side(paper, [])
+    assert (met, total) == (2, 2)

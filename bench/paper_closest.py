@@ -12,13 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.paper_readings import (
-    AT_2CB8DEE,
-    NOT_THE_CODE,
     PaperResults,
     bench_protocol,
     not_run_by_the_code,
     protocol_2cb8dee,
 )
+from bench.paper_side_by_side import reported_method
 from fedmap.protocols import (
     PAPER,
     PAPER_TABLES,
@@ -37,8 +36,7 @@ def reports_by_column(
     out: dict[str, str] = {}
     for protocol in (bench_protocol(), protocol_2cb8dee()) if protocols is None else protocols:
         for column, budget in protocol.columns.items():
-            base = column.removesuffix(AT_2CB8DEE)
-            reports = budget.reports or NOT_THE_CODE.get(base, (None, ""))[0]
+            reports = reported_method(column, budget)
             if reports:
                 out[column] = reports
     return out
@@ -132,7 +130,8 @@ def closest_readings(
     )
     text = (
         f"Cell by cell, {figures} within {REPRODUCE_WITHIN_PP:g} pp of "
-        f"{'any' if total == 1 and not met else 'at least one'} reading. This is a best case, not a protocol: each cell picks its own reading, and "
+        f"{'any' if total == 1 and not met else 'at least one'} reading. This is a best case, "
+        "not a protocol: each cell picks its own reading, and "
         f"{which}. Counting only readings the code ran, {met_code} of {total} "
         f"{'lies' if met_code == 1 else 'lie'} within {REPRODUCE_WITHIN_PP:g} pp{unread}."
     )

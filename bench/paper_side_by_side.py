@@ -51,11 +51,15 @@ CONVERGED_OF = {
 """The converged protocol's method beside each paper-protocol column (its FedMAP uses omega)."""
 
 
+def reported_method(column: str, budget: MethodBudget) -> str | None:
+    """The paper's method (a key of ``PAPER_TABLES``) a column sits beside: the one it
+    ``reports``, or, for a column that is not the code's, the one ``NOT_THE_CODE`` gives it."""
+    return budget.reports or NOT_THE_CODE.get(column.removesuffix(AT_2CB8DEE), (None, ""))[0]
+
+
 def paper_figure(scenario: str, column: str, budget: MethodBudget) -> float | None:
-    """The paper's figure a column is compared with: the method it ``reports``, or, for a
-    column that is not the code's, the method ``NOT_THE_CODE`` gives it; None if neither."""
-    base = column.removesuffix(AT_2CB8DEE)
-    reports = budget.reports or NOT_THE_CODE.get(base, (None, ""))[0]
+    """The paper's figure a column is compared with (``reported_method``'s), or None."""
+    reports = reported_method(column, budget)
     return PAPER_TABLES[scenario].get(reports) if reports else None
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from bench import paper_protocol as bench
+from bench.paper_bound import trained_alike
 from bench.paper_readings import (
     FEDBN_BATCHNORM,
     at_2cb8dee,
@@ -55,6 +56,14 @@ def test_both_readings_land_in_the_results_metrics_and_report(
         and "label-skew/fedmap-samples" in (metrics["site_average_balanced_accuracy"])
     )
     assert (tmp_path / "synthetic_budget.png").stat().st_size > 0
+    # columns trained alike score alike, seeded: what the bound of bench/paper_bound.py rests on
+    for group in [*trained_alike(bench_protocol()), *trained_alike(protocol_2cb8dee())]:
+        scores = [
+            sorted((r["seed"], r["site"], r["balanced_accuracy"]) for r in results["records"]
+                   if r["method"] == c and r["scenario"] == "label-skew")
+            for c in group
+        ]  # fmt: skip
+        assert scores[0] and all(s == scores[0] for s in scores), group
 
     converged = [
         SiteRecord("label-skew", m, 0, "site-01", {"accuracy": a, "balanced_accuracy": a})
@@ -63,6 +72,8 @@ def test_both_readings_land_in_the_results_metrics_and_report(
     paper = load_paper_results(tmp_path / "synthetic_paper_results.json")
     counts = paper_counts(paper)
     assert (counts["paper_cells"], counts["paper_cells_2cb8dee"]) == (6, 5)  # FedMAP twice
+    # label skew's FedAvg and FedBN (and FedProx at 2cb8dee) train alike, 10.13 pp apart
+    assert (counts["paper_cells_reachable"], counts["paper_cells_reachable_2cb8dee"]) == (5, 4)
     assert 0 <= counts["paper_cells_within_3pp_2cb8dee"] <= 5
     assert counts["paper_figures"] == 5  # one scenario's five figures
     assert (
@@ -76,6 +87,8 @@ def test_both_readings_land_in_the_results_metrics_and_report(
     assert "9. 2cb8dee's settings (lr 1e-3)" in section
     assert "**Reading, 2cb8dee.**" in section
     assert "### Cell by cell: the closest reading" in section
+    assert "### What no setting of a reading can reach" in section
+    assert "paper: at most 5 of 6 cells; paper-2cb8dee: at most 4 of 5 cells" in section
     assert "counted, though the code never ran them: `fedmap-omega`" in section
     assert '"closest reading the code ran" keeps to readings the authors\' code ran' in section
     assert f"| label-skew | {FEDBN_BATCHNORM} | 63.05 |" in section

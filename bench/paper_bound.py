@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.paper_readings import AT_2CB8DEE, NOT_THE_CODE, PaperResults
-from bench.paper_side_by_side import paper_figure
+from bench.paper_readings import PaperResults
+from bench.paper_side_by_side import counted_columns, paper_figure
 from fedmap.protocols import PAPER, REPRODUCE_WITHIN_PP, EvaluationProtocol, seed_summary
 
 
@@ -72,11 +72,6 @@ class Bound:
     reachable: int
     cells: int
     spreads: tuple[Spread, ...]
-
-
-def counted_columns(protocol: EvaluationProtocol) -> list[str]:
-    """The columns whose cells ``side_by_side`` counts: all but those of ``NOT_THE_CODE``."""
-    return [c for c in protocol.columns if c.removesuffix(AT_2CB8DEE) not in NOT_THE_CODE]
 
 
 def reading_bound(paper: PaperResults, protocol: EvaluationProtocol) -> Bound:

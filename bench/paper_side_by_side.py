@@ -63,6 +63,12 @@ def paper_figure(scenario: str, column: str, budget: MethodBudget) -> float | No
     return PAPER_TABLES[scenario].get(reports) if reports else None
 
 
+def counted_columns(protocol: EvaluationProtocol) -> list[str]:
+    """The columns whose cells ``side_by_side`` counts: all but those of ``NOT_THE_CODE``
+    (reported beside the paper's figure, never counted)."""
+    return [c for c in protocol.columns if c.removesuffix(AT_2CB8DEE) not in NOT_THE_CODE]
+
+
 def side_by_side(
     paper: PaperResults, converged: Sequence[SiteRecord], protocol: EvaluationProtocol | None = None
 ) -> tuple[str, int, int]:
@@ -79,6 +85,7 @@ def side_by_side(
         "converged, accuracy |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    counted = set(counted_columns(protocol))
     met = total = 0
     scenarios = dict.fromkeys(r.scenario for r in paper.records)
     for sc in scenarios:
@@ -93,10 +100,10 @@ def side_by_side(
             if figure is not None:
                 within = abs(mean - figure) <= REPRODUCE_WITHIN_PP
                 verdict = "yes" if within else "**no**"
-                if base in NOT_THE_CODE:
-                    verdict += f" ({NOT_THE_CODE[base][1]})"
-                else:
+                if column in counted:
                     met, total = met + within, total + 1
+                else:
+                    verdict += f" ({NOT_THE_CODE[base][1]})"
             conv = (sc, CONVERGED_OF.get(base, ""))
             lines.append(
                 f"| {sc} | {column} | {'-' if figure is None else f'{figure:.2f}'} | "
@@ -116,7 +123,7 @@ def counted_not_code(paper: PaperResults, protocol: EvaluationProtocol) -> str:
         column
         for column, budget in protocol.columns.items()
         if column in not_code
-        and column.removesuffix(AT_2CB8DEE) not in NOT_THE_CODE
+        and column in counted_columns(protocol)
         and any(
             (sc, column) in recorded and paper_figure(sc, column, budget) is not None
             for sc in PAPER_TABLES

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.paper_readings import PaperResults
-from bench.paper_side_by_side import counted_columns, paper_figure
+from bench.paper_side_by_side import counted_cells
 from fedmap.protocols import PAPER, REPRODUCE_WITHIN_PP, EvaluationProtocol, seed_summary
 
 
@@ -77,28 +77,21 @@ class Bound:
 def reading_bound(paper: PaperResults, protocol: EvaluationProtocol) -> Bound:
     """``Bound`` of a reading over the recorded scenarios: each counted cell can be met, except
     that a group of ``trained_alike`` columns meets at most ``most_within`` of its figures."""
-    recorded = {(r.scenario, r.method) for r in paper.records}
     summary = seed_summary(paper.records, PAPER.metric)
-    counted = counted_columns(protocol)
-    groups = [[c for c in g if c in counted] for g in trained_alike(protocol)]
-    reachable = cells = 0
+    cells = counted_cells(paper, protocol)
+    groups = trained_alike(protocol)
+    reachable = len(cells)
     spreads: list[Spread] = []
-    for sc in dict.fromkeys(r.scenario for r in paper.records):
-        figure = {
-            c: f
-            for c in counted
-            if (sc, c) in recorded and (f := paper_figure(sc, c, protocol.columns[c])) is not None
-        }
-        cells += len(figure)
-        reachable += len(figure)
+    for sc in dict.fromkeys(sc for sc, _ in cells):
         for group in groups:
-            alike = [c for c in group if c in figure]
-            best = most_within([figure[c] for c in alike], REPRODUCE_WITHIN_PP)
-            if len(alike) > 1 and best < len(alike):
+            alike = [c for c in group if (sc, c) in cells]
+            figures = tuple(cells[(sc, c)] for c in alike)
+            best = most_within(figures, REPRODUCE_WITHIN_PP)
+            if best < len(alike):
                 reachable -= len(alike) - best
                 std = summary[(sc, alike[0])][1]
-                spreads.append(Spread(sc, tuple(alike), tuple(figure[c] for c in alike), best, std))
-    return Bound(protocol.name, reachable, cells, tuple(spreads))
+                spreads.append(Spread(sc, tuple(alike), figures, best, std))
+    return Bound(protocol.name, reachable, len(cells), tuple(spreads))
 
 
 def bound_section(bounds: Sequence[Bound], seeds: int) -> str:
@@ -127,7 +120,7 @@ def bound_section(bounds: Sequence[Bound], seeds: int) -> str:
                     f"have to fall {apart:.2f} pp apart, z = {z:.2f}, a one-sided chance of "
                     f"{chance_text(one_sided_chance(z))}"
                 )
-    if len(lines) == 2:
+    if not any(b.spreads for b in bounds):
         return "Every reading's alike columns have paper figures one figure can meet.\n"
     counts = "; ".join(f"{b.name}: at most {b.reachable} of {b.cells} cells" for b in bounds)
     text = (

@@ -63,10 +63,24 @@ def paper_figure(scenario: str, column: str, budget: MethodBudget) -> float | No
     return PAPER_TABLES[scenario].get(reports) if reports else None
 
 
-def counted_columns(protocol: EvaluationProtocol) -> list[str]:
-    """The columns whose cells ``side_by_side`` counts: all but those of ``NOT_THE_CODE``
-    (reported beside the paper's figure, never counted)."""
-    return [c for c in protocol.columns if c.removesuffix(AT_2CB8DEE) not in NOT_THE_CODE]
+def counted_cells(
+    paper: PaperResults, protocol: EvaluationProtocol
+) -> dict[tuple[str, str], float]:
+    """The paper's figure of every cell ``side_by_side`` counts, by (scenario, column), in the
+    records' scenario order: recorded, with a paper figure, and not a column of ``NOT_THE_CODE``
+    (those are reported beside the paper's figure, never counted)."""
+    recorded = {(r.scenario, r.method) for r in paper.records}
+    cells: dict[tuple[str, str], float] = {}
+    for sc in dict.fromkeys(r.scenario for r in paper.records):
+        for column, budget in protocol.columns.items():
+            figure = paper_figure(sc, column, budget)
+            if (
+                (sc, column) in recorded
+                and figure is not None
+                and column.removesuffix(AT_2CB8DEE) not in NOT_THE_CODE
+            ):
+                cells[(sc, column)] = figure
+    return cells
 
 
 def side_by_side(
@@ -85,7 +99,7 @@ def side_by_side(
         "converged, accuracy |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    counted = set(counted_columns(protocol))
+    counted = counted_cells(paper, protocol)
     met = total = 0
     scenarios = dict.fromkeys(r.scenario for r in paper.records)
     for sc in scenarios:
@@ -100,7 +114,7 @@ def side_by_side(
             if figure is not None:
                 within = abs(mean - figure) <= REPRODUCE_WITHIN_PP
                 verdict = "yes" if within else "**no**"
-                if column in counted:
+                if (sc, column) in counted:
                     met, total = met + within, total + 1
                 else:
                     verdict += f" ({NOT_THE_CODE[base][1]})"
@@ -114,21 +128,12 @@ def side_by_side(
 
 
 def counted_not_code(paper: PaperResults, protocol: EvaluationProtocol) -> str:
-    """The clause naming the columns ``side_by_side`` counted (recorded, with a paper figure,
-    and of the code's) that the authors' code never ran (``not_run_by_the_code``), e.g.
+    """The clause naming the columns with cells ``side_by_side`` counted (``counted_cells``)
+    that the authors' code never ran (``not_run_by_the_code``), e.g.
     "; counted, though the code never ran them: `fedmap-omega` (...)"; or ""."""
     not_code = not_run_by_the_code()
-    recorded = {(r.scenario, r.method) for r in paper.records}
-    counted = [
-        column
-        for column, budget in protocol.columns.items()
-        if column in not_code
-        and column in counted_columns(protocol)
-        and any(
-            (sc, column) in recorded and paper_figure(sc, column, budget) is not None
-            for sc in PAPER_TABLES
-        )
-    ]
+    cells = counted_cells(paper, protocol)
+    counted = [c for c in protocol.columns if c in not_code and any(k[1] == c for k in cells)]
     if not counted:
         return ""
     return "; counted, though the code never ran them: " + "; ".join(
